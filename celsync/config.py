@@ -205,12 +205,23 @@ class KommoSinkConfig(_SinkBase):
 
 
 class WebhookSinkConfig(_SinkBase):
+    # the secret never shows in errors or reprs
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     type: Literal["webhook"]
     url: str
-    secret: str
+    secret: str = Field(repr=False)  # Standard Webhooks 'whsec_<base64 of 24-64 bytes>'
     timeout: float = 10.0
     verify_tls: bool = True
     batch_size: int = Field(1, ge=1, le=1)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        from celsync.sinks.webhook import decode_secret
+
+        decode_secret(v)  # raises ValueError saying what is wrong, never echoing the secret
+        return v
 
 
 class RedisSinkConfig(_SinkBase):
@@ -221,6 +232,7 @@ class RedisSinkConfig(_SinkBase):
     attempts: bool = False  # also XADD each missed dial attempt as its own entry (type=attempt)
     custom_call_ref: str | None = "userfield"  # record field for the dialer's custom_call_ref
     campaign_ref: str | None = "accountcode"  # record field for the dialer's campaign_ref
+    timeout: float = 10.0  # socket timeout: a hung Redis must not stall the delivery engine
 
 
 SinkConfig = Annotated[
