@@ -63,6 +63,9 @@ class SourceConfig(_DurationsMixin, _Model):
     batch_size: int = Field(5000, ge=1, le=1_000_000)
     gap_grace_seconds: float = 10.0
     poll_interval: float = 2.0
+    # Where a state DB with no cursor starts: the whole table, or only rows written from now on
+    # (a live install with years of CEL history usually wants 'end').
+    start_at: Literal["beginning", "end"] = "beginning"
 
     @field_validator("table")
     @classmethod
