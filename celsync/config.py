@@ -190,7 +190,7 @@ class Bitrix24SinkConfig(_SinkBase):
     recording_url: str | None = None
     add_to_chat: bool = False
     timeout: float = 30.0
-    batch_size: int = Field(50, ge=1, le=50)
+    batch_size: int = Field(50, ge=3, le=50)  # commands per batch request; a call takes 2-3
 
 
 class KommoSinkConfig(_SinkBase):
