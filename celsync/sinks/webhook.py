@@ -44,10 +44,11 @@ _GENERATE = "python3 -c \"import base64,os;print('whsec_'+base64.b64encode(os.ur
 
 
 def decode_secret(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret (the prefix is optional, as in the
-    reference library). Errors describe the problem and never include the secret."""
+    """The HMAC key of a ``whsec_<base64>`` secret. As in the reference library the prefix
+    and the base64 padding are optional. Errors describe the problem, never the secret."""
+    body = secret.removeprefix(SECRET_PREFIX)
     try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(
             "the webhook secret is not 'whsec_' followed by base64; generate one with " + _GENERATE

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import ssl
+import subprocess
 import threading
 import time
 from collections import deque
@@ -39,6 +40,18 @@ def make_record(n: int, **overrides: Any) -> dict[str, Any]:
     )
     values.update(overrides)
     return CallRecord(**values).to_dict()
+
+
+def read_lines(proc: subprocess.Popen[str], n: int, timeout: float = 30.0) -> list[str]:
+    """``n`` lines of a child's stdout; a child that goes quiet is killed, so a broken
+    consumer fails the test (with short reads) instead of hanging it."""
+    assert proc.stdout is not None
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        return [proc.stdout.readline() for _ in range(n)]
+    finally:
+        watchdog.cancel()
 
 
 def delivery(record: dict[str, Any], version: int = 1, sink: str = "feed") -> Delivery:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from celsync.config import Config, RedisSinkConfig, config_from_dict
 from celsync.feed import ConsumeOptions, FeedEntry, consume, feed, read_new
 from celsync.sinks.redis_stream import RedisSink
-from feeds_support import LOSE_RACE, delivery, make_record
+from feeds_support import LOSE_RACE, delivery, make_record, read_lines
 
 ONCE = ConsumeOptions(once=True, count=7)
 
@@ -208,8 +208,7 @@ def test_tail_stops_on_a_signal_while_waiting(client: redis.Redis, stream: str, 
     produce(stream, range(2))
     proc = subprocess.Popen([sys.executable, "-c", TAIL, stream], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    first, second = proc.stdout.readline(), proc.stdout.readline()  # then it waits up to 60 s
+    first, second = read_lines(proc, 2)  # then it waits up to 60 s
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

@@ -162,3 +162,10 @@ def test_an_invalid_secret_is_a_config_error_that_does_not_show_it(secret: str, 
 def test_the_secret_stays_out_of_the_config_repr() -> None:
     cfg = WebhookSinkConfig(type="webhook", url="https://x.example", secret=SECRET)
     assert SECRET not in repr(cfg) and SECRET.removeprefix("whsec_") not in repr(cfg)
+
+
+def test_an_unpadded_secret_works_as_in_the_reference_library(receiver: Receiver) -> None:
+    assert SECRET.endswith("=")
+    unpadded = WebhookSinkConfig(type="webhook", url=receiver.url, secret=SECRET.rstrip("="))
+    [result] = WebhookSink(unpadded).send([delivery(make_record(1))])
+    assert result.outcome is Outcome.DELIVERED and receiver.received[0].verified
