@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +32,7 @@ def find_attempts(
     ``queue_of`` maps a leg's uniqueid to the queue number it was rung for.
     """
     answer_times = [legs[u].answered for u in answered if legs[u].answered]
+    index = _Index(legs, channels)
     found: list[TimedAttempt] = []
     rung: list[tuple[str, datetime]] = []  # (extension, created) of every extension leg
     for leg in legs.values():
@@ -39,9 +41,9 @@ def find_attempts(
         rung.append((leg.extension or "", leg.created))
         if leg.uniqueid in answered or leg.picked_up_by:
             continue
-        parent = _parent(leg, legs, channels)
+        parent = index.parent(leg)
         queue = queue_of.get(leg.uniqueid) or (queue_of.get(parent.uniqueid) if parent else None)
-        dial_type = _dial_type(leg, parent, queue, caller, legs, channels)
+        dial_type = _dial_type(leg, parent, queue, caller, index)
         end = leg.ended or leg.created
         ring = max(0, round((end - leg.created).total_seconds()))
         found.append(TimedAttempt(leg.created, Attempt(
@@ -59,39 +61,55 @@ def find_attempts(
     return found
 
 
-def _parent(leg: Leg, legs: dict[str, Leg], channels: ChannelRules) -> Leg | None:
-    """The leg that dialled this one: a Local/<ext>@... half, or a leg whose Dial named it."""
-    best: Leg | None = None
-    for other in legs.values():
-        if other is leg or other.created is None or leg.created is None or other.created > leg.created:
-            continue
-        if other.kind == "local" and other.channel.local_exten == leg.extension and other.channel.local_half == 2:
-            best = other
-        elif best is None and any(
-            v.app == "dial" and leg.extension in channels.dial_targets(v.data) for v in other.apps
-        ):
-            best = other
-    return best
+class _Index:
+    """Lookups built once per call, so that a call with thousands of legs stays linear."""
+
+    def __init__(self, legs: dict[str, Leg], channels: ChannelRules) -> None:
+        self.locals: dict[str, list[Leg]] = {}  # extension -> Local/<ext>@...;2 halves
+        self.dialers: dict[str, list[Leg]] = {}  # extension -> legs whose Dial named it
+        self.created: dict[str, list[float]] = {}  # role -> sorted creation times of extension legs
+        self.targets: dict[int, list[str]] = {}  # AppVisit row id -> its Dial targets
+        for leg in legs.values():
+            if leg.kind == "local" and leg.channel.local_half == 2 and leg.channel.local_exten:
+                self.locals.setdefault(leg.channel.local_exten, []).append(leg)
+            for v in leg.apps:
+                if v.app == "dial":
+                    self.targets[v.row_id] = channels.dial_targets(v.data)
+                    for t in self.targets[v.row_id]:
+                        self.dialers.setdefault(t, []).append(leg)
+            if leg.kind == "extension" and leg.created is not None:
+                self.created.setdefault(leg.role, []).append(leg.created.timestamp())
+        for times in self.created.values():
+            times.sort()
+
+    def parent(self, leg: Leg) -> Leg | None:
+        """The leg that dialled this one: a Local/<ext>@... half, or a leg whose Dial named it."""
+        ext = leg.extension or ""
+        for candidates in (self.locals.get(ext, []), self.dialers.get(ext, [])):
+            before = [c for c in candidates if c is not leg and c.created and leg.created and c.created <= leg.created]
+            if before:
+                return max(before, key=lambda c: c.created)
+        return None
+
+    def siblings(self, leg: Leg) -> int:
+        """Other extension legs of the same kind created within half a second of this one."""
+        times = self.created.get(leg.role, [])
+        t = leg.created.timestamp() if leg.created else 0.0
+        return bisect_right(times, t + 0.5) - bisect_left(times, t - 0.5) - 1
+
+    def dial_visits(self, dialer: Leg, extension: str | None) -> list[list[str]]:
+        return [self.targets[v.row_id] for v in dialer.apps
+                if v.app == "dial" and extension in self.targets.get(v.row_id, ())]
 
 
-def _dial_type(
-    leg: Leg, parent: Leg | None, queue: str | None, caller: Leg, legs: dict[str, Leg],
-    channels: ChannelRules,
-) -> str:
+def _dial_type(leg: Leg, parent: Leg | None, queue: str | None, caller: Leg, index: _Index) -> str:
     if queue or leg.role == "AppQueue":
         return "queue"
-    dialer = parent or caller
-    visits = [v for v in dialer.apps if v.app == "dial" and leg.extension in channels.dial_targets(v.data)]
-    if visits and len(channels.dial_targets(visits[-1].data)) > 1:
+    visits = index.dial_visits(parent or caller, leg.extension)
+    if visits and len(visits[-1]) > 1:
         return "group"
-    if not visits and leg.created is not None:
-        siblings = [
-            o for o in legs.values()
-            if o is not leg and o.kind == "extension" and o.created is not None
-            and abs((o.created - leg.created).total_seconds()) < 0.5 and o.role == leg.role
-        ]
-        if siblings:
-            return "group"
+    if not visits and index.siblings(leg) > 0:
+        return "group"
     if caller.kind == "trunk":
         return "DDI"
     if caller.kind == "extension":

@@ -176,9 +176,11 @@ class _Call:
     def _outgoing(self, origin: Leg, dialled: str | None, trunks: list[Leg]) -> None:
         ctx = self.ctx
         reach = self.talks.reachable(origin.uniqueid, self.legs)
-        far = [t for t in trunks if t.uniqueid in reach and t.answered]
+        # The far end: the trunk, or for a recorded internal call the colleague's phone.
+        ends = trunks or [l for l in self.legs.values() if l.kind == "extension" and l is not origin]
+        far = [t for t in ends if t.uniqueid in reach and t.answered]
         if not far and not self.talks.has_bridges and origin.dial_status == "ANSWER":
-            far = [t for t in trunks if t.answered]
+            far = [t for t in ends if t.answered]
         trunk = far[0] if far else (min(trunks, key=lambda l: l.first_row_id) if trunks else None)
         number = dialled if dialled else (trunk.start_exten if trunk else None)
         external = ctx.numbers.normalise(number)
@@ -200,6 +202,8 @@ class _Call:
         )
         # Colleagues who took over the customer (a transfer of an outgoing call): the remote
         # number rule of SPEC §6.1 records them as incoming from the customer.
+        if not trunks:
+            return
         party_reach: set[str] = set()
         for t in far:
             party_reach |= self.talks.reachable(t.uniqueid, self.legs)
