@@ -6,7 +6,9 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import redis
 
@@ -15,6 +17,15 @@ from celsync.sinks.redis_stream import RedisSink
 from feeds_support import delivery, make_record, read_lines
 
 DOC = Path(__file__).parents[2] / "docs" / "feeds.md"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def consumer_example() -> str:
@@ -38,10 +49,11 @@ def test_the_documented_consumer_reads_and_acknowledges_every_record(client: red
                                 text=True)
         try:
             lines = read_lines(proc, len(records))
+            acknowledged = wait_until(lambda: client.xpending(stream, "my-crm")["pending"] == 0)
         finally:
             proc.kill()
             _, err = proc.communicate(timeout=10)
         assert [json.loads(x)["key"] for x in lines] == [r["key"] for r in records], err
-        assert client.xpending(stream, "my-crm")["pending"] == 0
+        assert acknowledged  # it prints, then acknowledges
         records = [make_record(n) for n in range(10, 15)]
         sink.send([delivery(r) for r in records])
