@@ -1,0 +1,223 @@
+"""The reader against real MariaDB, PostgreSQL and SQLite tables in every schema variant."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from celsync.cel.columns import SourceError
+from celsync.cel.schema import RENAMES, SCHEMA_VARIANTS
+from celsync.config import ConfigError, config_from_dict
+from tests.cel.helpers import actual, backend_of, expected, load, read_all, source, stored_time
+
+DEGRADED = {"noextra"}
+
+
+@pytest.mark.parametrize("variant", SCHEMA_VARIANTS)
+def test_corpus_round_trip(db_url: str, variant: str, corpus_rows: list[dict[str, Any]]) -> None:
+    """Rows come back exactly, in id order, batch after batch, whatever the schema."""
+    load(db_url, variant, corpus_rows, tz="Europe/Moscow")
+    src = source(db_url, timezone="Europe/Moscow")
+    try:
+        got = read_all(src, batch=37)
+        assert src.degraded is (variant in DEGRADED)
+        assert [actual(r) for r in got] == [expected(r, backend_of(db_url), variant) for r in corpus_rows]
+        assert all(r.eventtime.utcoffset() == timedelta(hours=3) for r in got)
+        assert src.max_id() == corpus_rows[-1]["id"]
+        assert src.read_after(src.max_id(), 10) == []
+    finally:
+        src.close()
+
+
+def test_renamed_columns_via_aliases(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(db_url, "renamed", corpus_rows)
+    src = source(db_url, timezone="UTC", columns=RENAMES["renamed"])
+    try:
+        got = read_all(src, batch=100)
+        assert [actual(r) for r in got] == [expected(r, backend_of(db_url), "renamed") for r in corpus_rows]
+        assert dict(src.columns.configured) == RENAMES["renamed"]
+        assert not src.columns.detected
+        assert "aliases id=AcctId" in src.describe()
+    finally:
+        src.close()
+
+
+def test_renamed_columns_detected(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(sqlite_url, "renamed", corpus_rows)
+    src = source(sqlite_url, timezone="UTC")
+    assert dict(src.columns.detected) == RENAMES["renamed"]
+    assert src.columns.missing == ()
+    assert not src.degraded
+
+
+def test_sqlite3_custom_falls_back_to_uniqueid(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(sqlite_url, "sqlite3_custom", corpus_rows)
+    src = source(sqlite_url, timezone="UTC")
+    assert len(src.warnings) == 1 and "no linkedid column" in src.warnings[0]
+    assert all(r.linkedid == r.uniqueid for r in src.read_after(0, 1000))
+
+
+def test_rows_for_calls(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    """Whole calls by linkedid or uniqueid, ordered, each row once, bounded by max_id."""
+    load(db_url, "stock", corpus_rows)
+    src = source(db_url, timezone="UTC")
+    try:
+        linkedids = {corpus_rows[0]["linkedid"], corpus_rows[-1]["linkedid"], "no-such-call"}
+        uniqueids = {corpus_rows[300]["uniqueid"], corpus_rows[0]["uniqueid"]}
+        want = [r["id"] for r in corpus_rows if r["linkedid"] in linkedids or r["uniqueid"] in uniqueids]
+        assert [r.id for r in src.rows_for_calls(linkedids, uniqueids)] == want
+        cut = corpus_rows[-1]["id"] - 5
+        assert [r.id for r in src.rows_for_calls(linkedids, uniqueids, max_id=cut)] == [
+            i for i in want if i <= cut]
+        assert src.rows_for_calls([], []) == []
+    finally:
+        src.close()
+
+
+def test_rows_for_calls_chunks_long_lists(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(sqlite_url, "stock", corpus_rows)
+    src = source(sqlite_url, timezone="UTC")
+    uniqueids = [f"x{i}" for i in range(1500)] + [r["uniqueid"] for r in corpus_rows]
+    assert [r.id for r in src.rows_for_calls([], uniqueids)] == [r["id"] for r in corpus_rows]
+
+
+@pytest.mark.parametrize("variant", ["stock", "freepbx", "sqlite3_custom", "numeric"])
+def test_id_range(db_url: str, variant: str, corpus_rows: list[dict[str, Any]]) -> None:
+    """Bounds in any zone select the rows whose stored time lies in [from, to]."""
+    load(db_url, variant, corpus_rows, tz="Europe/Berlin")
+    src = source(db_url, timezone="Europe/Berlin")
+    try:
+        stored = [(r["id"], stored_time(r["eventtime"], backend_of(db_url), variant)) for r in corpus_rows]
+        moscow = timezone(timedelta(hours=3))
+        for lo, hi in [(10, 60), (100, 101), (200, 574), (0, 0)]:
+            t_from = stored[lo][1].astimezone(moscow)
+            t_to = stored[hi][1]
+            ids = [i for i, t in stored if t_from <= t <= t_to]
+            assert src.id_range(t_from, t_to) == (min(ids), max(ids))
+        assert src.id_range(datetime(2001, 1, 1, tzinfo=timezone.utc),
+                            datetime(2001, 1, 2, tzinfo=timezone.utc)) is None
+    finally:
+        src.close()
+
+
+def test_timestamptz_column(postgres_url: str) -> None:
+    """A Wazo-style timestamptz column: times are instants whatever the session zone."""
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "CREATE TABLE cel (id serial PRIMARY KEY, eventtype text, eventtime timestamptz, "
+            "channame text, uniqueid text, linkedid text, extra text)"))
+        conn.execute(text("SET TIME ZONE 'Asia/Tokyo'"))
+        conn.execute(
+            text("INSERT INTO cel (eventtype, eventtime, channame, uniqueid, linkedid, extra) "
+                 "VALUES ('HANGUP', '2026-03-29 00:30:00.25+00', 'PJSIP/101-1', '1.1', '1.1', :x)"),
+            {"x": '{"hangupcause":16,"hangupsource":"","dialstatus":"ANSWER"}'},
+        )
+    engine.dispose()
+    src = source(postgres_url, timezone="Europe/Berlin")
+    try:
+        (row,) = src.read_after(0, 10)
+        assert row.eventtime == datetime(2026, 3, 29, 0, 30, 0, 250000, tzinfo=timezone.utc)
+        assert row.eventtime.utcoffset() == timedelta(hours=1)  # Berlin before the DST switch
+        assert row.extra == {"hangupcause": 16, "hangupsource": "", "dialstatus": "ANSWER"}
+        assert src.id_range(row.eventtime, row.eventtime) == (1, 1)
+    finally:
+        src.close()
+
+
+def test_db_now_is_the_database_clock(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(db_url, "stock", corpus_rows[:3])
+    src = source(db_url, timezone="Asia/Tokyo")
+    try:
+        now = src.db_now()
+        assert now.tzinfo is not None
+        assert abs(now - datetime.now(timezone.utc)) < timedelta(minutes=5)
+    finally:
+        src.close()
+
+
+def test_extra_aliased_to_id_is_degraded(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(db_url, "stock", corpus_rows[:50])
+    src = source(db_url, timezone="UTC", columns={"extra": "id"})
+    try:
+        assert src.degraded
+        assert "integer" in (src.degraded_reason or "") and "source.columns.extra" in (src.degraded_reason or "")
+        rows = src.read_after(0, 100)
+        assert len(rows) == 50 and all(r.extra == {} and not r.problems for r in rows)
+    finally:
+        src.close()
+
+
+def test_extra_aliased_to_a_text_column_without_json_is_degraded(
+    sqlite_url: str, corpus_rows: list[dict[str, Any]]
+) -> None:
+    load(sqlite_url, "stock", corpus_rows)
+    src = source(sqlite_url, timezone="UTC", columns={"extra": "userfield"})
+    assert src.degraded and "HANGUP" in (src.degraded_reason or "")
+    src = source(sqlite_url, timezone="UTC", columns={"extra": "channame"})
+    assert src.degraded and "JSON" in (src.degraded_reason or "")
+
+
+def test_alias_to_missing_column_names_key_and_columns(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(sqlite_url, "stock", corpus_rows[:2])
+    with pytest.raises(SourceError) as err:
+        source(sqlite_url, columns={"extra": "eventextra"})
+    message = str(err.value)
+    assert "source.columns.extra" in message and "'eventextra'" in message
+    assert "linkedid" in message and "userdeftype" in message  # the columns that do exist
+
+
+def test_alias_that_tries_sql_is_rejected_by_config() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"source": {"columns": {"extra": "extra; DROP TABLE cel"}}})
+    message = str(err.value)
+    assert "source.columns" in message and "'extra'" in message and "never SQL" in message
+
+
+def test_missing_required_column(sqlite_url: str) -> None:
+    con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    con.execute("CREATE TABLE cel (id INTEGER PRIMARY KEY, eventtype TEXT, eventtime TEXT, uniqueid TEXT)")
+    con.close()
+    with pytest.raises(SourceError) as err:
+        source(sqlite_url)
+    message = str(err.value)
+    assert "channame" in message and "channame, channel" in message and "source.columns" in message
+    assert "linkedid" not in message.split("(")[0]  # linkedid falls back to uniqueid
+
+
+def test_missing_table_and_file(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    with pytest.raises(SourceError, match="does not exist"):
+        source(sqlite_url)
+    load(sqlite_url, "stock", corpus_rows[:1], table="cel_other")
+    with pytest.raises(SourceError, match=r"source\.table: no table 'cel'.*cel_other"):
+        source(sqlite_url)
+
+
+def test_missing_table_on_server(postgres_url: str) -> None:
+    with pytest.raises(SourceError, match=r"source\.table: no table 'cel'.*tables there: none"):
+        source(postgres_url)
+
+
+def test_sqlite_source_is_read_only(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    load(sqlite_url, "stock", corpus_rows[:5])
+    src = source(sqlite_url, timezone="UTC")
+    with src.engine.connect() as conn, pytest.raises(Exception, match="readonly"):
+        conn.execute(text("DELETE FROM cel"))
+    assert len(src.read_after(0, 10)) == 5
+
+
+def test_new_rows_are_seen_by_later_reads(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    """Each read is a fresh snapshot: rows committed between polls appear."""
+    load(db_url, "stock", corpus_rows[:10])
+    src = source(db_url, timezone="UTC")
+    try:
+        first = src.read_after(0, 100)
+        load(db_url, "stock", corpus_rows[10:20])
+        second = src.read_after(first[-1].id, 100)
+        assert [r.id for r in first + second] == [r["id"] for r in corpus_rows[:20]]
+    finally:
+        src.close()
