@@ -85,8 +85,14 @@ def _fail_on_error(fn):
         except Exception as exc:
             from sqlalchemy.exc import SQLAlchemyError
 
+            from celsync.cel.columns import SourceError
+            from celsync.state.store import StateError
+
+            if isinstance(exc, (SourceError, StateError)):
+                raise click.ClickException(str(exc)) from None
             if isinstance(exc, SQLAlchemyError):
-                raise click.ClickException(f"database error: {exc.__class__.__name__}: {exc.args[0] if exc.args else exc}") from None
+                first = str(exc).splitlines()[0]
+                raise click.ClickException(f"database error ({exc.__class__.__name__}): {first}") from None
             raise
 
     return wrapper
@@ -137,7 +143,9 @@ def run(app: AppContext, interval: float | None) -> None:
     pipeline = app.pipeline
     cfg = app.config
     if cfg.metrics.port:
-        pipeline.metrics.serve(cfg.metrics.port, cfg.metrics.address)
+        from celsync.metrics import serve
+
+        serve(cfg.metrics.port, cfg.metrics.address, pipeline.metrics)
     pipeline.recover()
     workers = pipeline.engine.start(stop)
     pause = cfg.source.poll_interval if interval is None else interval

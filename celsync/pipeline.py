@@ -206,7 +206,7 @@ class Pipeline:
     def _deliver(self, stats: PassStats, sink: str | None = None) -> None:
         for per_sink in self.engine.deliver_due(sink).values():
             stats.delivered += per_sink.delivered
-            stats.delivery_failures += per_sink.failed
+            stats.delivery_failures += per_sink.retrying + per_sink.unknown + per_sink.dead
 
     # ------------------------------------------------------------------ replay
     def reprocess(
