@@ -63,7 +63,9 @@ class Sink(abc.ABC):
     batch_size: int = 50
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
-        """Called once before any send with the last committed ``commit_state()`` (or None).
+        """Called before any send with the last committed ``commit_state()`` (or None), and
+        again after a batch whose outcome could not be committed (``send`` raised, or the
+        state DB failed), so it must be safe to call more than once.
 
         A sink whose writes are not transactional with the ledger (a JSONL file) uses it to
         undo what was written but never committed (cut a torn tail).

@@ -1,0 +1,106 @@
+"""JSONL sink: one SPEC §7 record per line, to a file or to standard output.
+
+A file is not transactional with the ledger, so the sink reports its length after every batch
+(``commit_state``) and the delivery engine saves it with the batch's results. On restart,
+``restore`` cuts whatever lies beyond the committed length (a torn line, or lines whose
+ledger commit never happened): those records are still pending and are written again, so
+after a crash at any moment each record appears exactly once. A record whose content changed
+later (a re-opened call) is appended again with the same ``key``: readers keep the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any, BinaryIO, Mapping, Sequence
+
+from celsync.config import JsonlSinkConfig
+from celsync.sinks.base import Delivery, Outcome, Result, Sink
+
+log = logging.getLogger(__name__)
+
+
+def encode(batch: Sequence[Delivery]) -> bytes:
+    """The batch as JSON lines, keys in the record's own order (``key`` first)."""
+    return b"".join(
+        json.dumps(d.record, ensure_ascii=False, default=str).encode("utf-8") + b"\n" for d in batch
+    )
+
+
+class JsonlSink(Sink):
+    def __init__(self, cfg: JsonlSinkConfig) -> None:
+        self.name = cfg.sink_name
+        self.batch_size = cfg.batch_size
+        self.path = cfg.path
+        self._fsync = cfg.fsync
+        self._file: BinaryIO | None = None
+        self._length = 0
+
+    @property
+    def _stdout(self) -> bool:
+        return self.path == "-"
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "ab")  # noqa: SIM115 - held open across batches
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"jsonl sink {self.name!r}: cannot open {self.path}: {exc.strerror} "
+                    "(check the sink's 'path'; its directory must exist)"
+                ) from None
+            self._length = os.fstat(self._file.fileno()).st_size
+        return self._file
+
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        if self._stdout:
+            return
+        f = self._open()
+        size = os.fstat(f.fileno()).st_size
+        committed = None if state is None else state.get("length")
+        if committed is not None and size > committed:
+            log.warning(
+                "%s: cutting %d bytes from %s written after the last commit; those records are "
+                "written again", self.name, size - committed, self.path,
+            )
+            os.ftruncate(f.fileno(), committed)
+            os.fsync(f.fileno())
+        elif committed is not None and size < committed:
+            log.warning(
+                "%s: %s has %d bytes, less than the %d celsync last committed: was it rotated or "
+                "truncated? Appending from its current end", self.name, self.path, size, committed,
+            )
+        self._length = os.fstat(f.fileno()).st_size
+
+    def send(self, batch: Sequence[Delivery]) -> list[Result]:
+        data = encode(batch)
+        if self._stdout:
+            out = sys.stdout.buffer
+            out.write(data)
+            out.flush()
+            return [Result(d.key, Outcome.DELIVERED) for d in batch]
+        f = self._open()
+        try:
+            f.write(data)
+            f.flush()
+            if self._fsync:
+                os.fsync(f.fileno())
+        except OSError as exc:  # disk full or gone: undo the partial write, try again later
+            error = f"cannot write {self.path}: {exc.strerror or exc}"
+            try:
+                os.ftruncate(f.fileno(), self._length)
+            except OSError:
+                log.error("%s: cannot cut a partial write from %s either", self.name, self.path)
+            return [Result(d.key, Outcome.RETRY, error) for d in batch]
+        self._length = os.fstat(f.fileno()).st_size
+        return [Result(d.key, Outcome.DELIVERED) for d in batch]
+
+    def commit_state(self) -> Mapping[str, Any] | None:
+        return None if self._stdout else {"length": self._length}
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
