@@ -1,42 +1,15 @@
-"""Fixtures of the feed tests: the real Redis on 127.0.0.1:6379 and a real webhook receiver."""
+"""Fixtures of the feed tests: a client of the real Redis (``redis_url`` from tests/conftest.py),
+a stream name per test, and a real webhook receiver."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 import uuid
 from typing import Iterator
 
 import pytest
 import redis
 
-from feeds_support import Receiver
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.ConnectionError:
-        return False
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    if not _redis_up():
-        subprocess.run(
-            ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-             "--save", "", "--appendonly", "no"],
-            check=False, capture_output=True,
-        )
-        for _ in range(50):
-            if _redis_up():
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 and could not be started")
-    return REDIS_URL
+from tests.feeds.feeds_support import Receiver
 
 
 @pytest.fixture

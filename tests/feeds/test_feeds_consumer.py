@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from celsync.config import Config, RedisSinkConfig, config_from_dict
 from celsync.feed import ConsumeOptions, FeedEntry, consume, feed, read_new
 from celsync.sinks.redis_stream import RedisSink
-from feeds_support import LOSE_RACE, delivery, make_record, read_lines
+from tests.feeds.feeds_support import LOSE_RACE, delivery, make_record, read_lines
 
 ONCE = ConsumeOptions(once=True, count=7)
 
@@ -221,3 +221,38 @@ def test_claim_idle_must_be_a_duration(stream: str) -> None:
     result = CliRunner().invoke(feed, ["tail", "--group", "g", "--claim-idle", "soon"],
                                 obj=SimpleNamespace(config=cli_config(stream)))
     assert result.exit_code == 2 and "--claim-idle" in result.output
+
+
+def test_celsync_feed_tail_killed_mid_batch_loses_nothing(client: redis.Redis, stream: str, tmp_path: Path) -> None:
+    """The real command: its stdout is a pipe nobody reads, so it blocks in the middle of its
+    first batch of 100 (after about 80 lines); SIGKILL it there, then let another consumer
+    claim what it left pending."""
+    keys = produce(stream, range(300))
+    config = tmp_path / "celsync.yaml"
+    config.write_text(json.dumps({"state": {"url": f"sqlite:///{tmp_path}/state.sqlite"},
+                                  "sinks": [{"type": "redis", "stream": stream}]}))
+    celsync = [str(Path(sys.executable).with_name("celsync")), "--config", str(config), "feed", "tail",
+               "--group", "g", "--count", "100"]
+    client.xgroup_create(stream, "g", id="0")
+    stuck = subprocess.Popen([*celsync, "--consumer", "stuck"], stdout=subprocess.PIPE)
+    try:
+        seen = [0]
+        while len(seen) < 300 and not (seen[-1] > 0 and len(set(seen[-5:])) == 1):
+            time.sleep(0.1)
+            seen.append(pending(client, stream, "g"))  # until it stops moving: blocked on the pipe
+        assert stuck.poll() is None
+        os.kill(stuck.pid, signal.SIGKILL)
+        printed = stuck.communicate(timeout=10)[0].decode().split("\n")
+    finally:
+        stuck.kill()
+    left = pending(client, stream, "g")
+    assert 0 < left < 100  # killed mid-batch: part of it acknowledged, the rest pending
+
+    rescue = subprocess.run([*celsync, "--consumer", "rescuer", "--once", "--claim-idle", "0s"],
+                            capture_output=True, text=True, timeout=60)
+    assert rescue.returncode == 0, rescue.stderr
+    done = [json.loads(line)["key"] for line in printed[:-1]]  # the last one may be cut short
+    rescued = [json.loads(line)["key"] for line in rescue.stdout.splitlines()]
+    assert set(done) | set(rescued) == set(keys)
+    assert len(done) + len(rescued) <= len(keys) + 1  # at most the line it died writing twice
+    assert f"{left} claimed" in rescue.stderr and pending(client, stream, "g") == 0

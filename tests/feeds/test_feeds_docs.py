@@ -14,7 +14,7 @@ import redis
 
 from celsync.config import RedisSinkConfig
 from celsync.sinks.redis_stream import RedisSink
-from feeds_support import delivery, make_record, read_lines
+from tests.feeds.feeds_support import delivery, make_record, read_lines
 
 DOC = Path(__file__).parents[2] / "docs" / "feeds.md"
 

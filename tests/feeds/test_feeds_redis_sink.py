@@ -10,7 +10,7 @@ import redis
 from celsync.config import ConfigError, RedisSinkConfig
 from celsync.sinks.base import Outcome
 from celsync.sinks.redis_stream import RedisSink, disposition
-from feeds_support import LOSE_RACE, NO_ANSWER, delivery, make_record
+from tests.feeds.feeds_support import LOSE_RACE, NO_ANSWER, delivery, make_record
 
 
 def sink_for(stream: str, **settings: object) -> RedisSink:

@@ -19,7 +19,7 @@ from urllib3.exceptions import InsecureRequestWarning
 from celsync.config import ConfigError, WebhookSinkConfig, config_from_dict
 from celsync.sinks.base import Outcome, SinkDisabled
 from celsync.sinks.webhook import WebhookSink, retry_after_seconds
-from feeds_support import SECRET, Planned, Receiver, delivery, make_record
+from tests.feeds.feeds_support import SECRET, Planned, Receiver, delivery, make_record
 
 
 def sink_for(url: str, **settings: object) -> WebhookSink:
