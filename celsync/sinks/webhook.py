@@ -20,16 +20,16 @@ import email.utils
 import hashlib
 import hmac
 import json
-import re
 import time
 from datetime import timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import requests
 
 from celsync import __version__
 from celsync.config import ConfigError
+from celsync.delivery import describe, redact
 from celsync.sinks.base import Delivery, Outcome, Result, Sink, SinkDisabled
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 SECRET_PREFIX = "whsec_"
 EVENT_TYPE = "call.record"
 _SECRET_BYTES = (24, 64)  # Standard Webhooks: at least 192 bits, at most 512
-_URL_IN_ERROR = re.compile(r"url: \S+")
 _EXCERPT = 200  # characters of a refusal's body quoted in the error
 _GENERATE = "python3 -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(32)).decode())\""
 
@@ -102,19 +101,12 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]/path``: user info and query strings often hold tokens."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def judge_response(
-    key: str, where: str, status: int, reason: str, headers: Mapping[str, str], text: str, now: float
+    key: str, url: str, status: int, reason: str, headers: Mapping[str, str], text: str, now: float
 ) -> Result:
-    """The outcome of one POST from the receiver's answer. Raises SinkDisabled on 410."""
+    """The outcome of one POST to ``url`` from the receiver's answer. Raises SinkDisabled on
+    410. URLs in messages keep only scheme and host: webhook paths often are secrets."""
+    where = redact(url)
     if 200 <= status < 300:
         return Result(key, Outcome.DELIVERED)
     if status == 410:
@@ -123,7 +115,7 @@ def judge_response(
             "re-enable the sink once the receiver is back"
         )
     if 300 <= status < 400:
-        location = redact_url(headers.get("location", "")) or "no Location"
+        location = redact(urljoin(url, headers["location"])) if headers.get("location") else "nowhere"
         error = (
             f"{where} answered {status} {reason} (redirect to {location}) for {key}: redirects "
             "are not followed; set the sink's url to the final address"
@@ -132,12 +124,6 @@ def judge_response(
         excerpt = " ".join(text.split())[:_EXCERPT]
         error = f"{where} answered {status} {reason} for {key}" + (f": {excerpt}" if excerpt else "")
     return Result(key, Outcome.RETRY, error, retry_after_seconds(headers.get("retry-after"), now))
-
-
-def _reason(exc: Exception) -> str:
-    """The transport error without the request path and query, which may hold tokens."""
-    text = _URL_IN_ERROR.sub("url: (redacted)", str(exc))[: 2 * _EXCERPT]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class WebhookSink(Sink):
@@ -159,7 +145,7 @@ class WebhookSink(Sink):
         self._session = session or requests.Session()
         self._session.headers["user-agent"] = f"celsync/{__version__}"
         self._clock = clock
-        self._where = redact_url(cfg.url)
+        self._where = redact(cfg.url)
 
     def send(self, batch: Sequence[Delivery]) -> list[Result]:
         return [self._post(d) for d in batch]
@@ -186,12 +172,12 @@ class WebhookSink(Sink):
             ))
         except requests.RequestException as exc:
             return Result(d.key, Outcome.RETRY, (
-                f"POST {self._where} for {d.key} failed: {_reason(exc)}; it is retried with the "
+                f"POST {self._where} for {d.key} failed: {describe(exc)}; it is retried with the "
                 "same webhook-id"
             ))
         with resp:
             return judge_response(
-                d.key, self._where, resp.status_code, resp.reason or "", resp.headers, resp.text,
+                d.key, self._cfg.url, resp.status_code, resp.reason or "", resp.headers, resp.text,
                 self._clock(),
             )
 
