@@ -1,0 +1,1 @@
+"""Bitrix24 and Kommo sinks against the fake CRMs over real HTTP."""
