@@ -117,7 +117,7 @@ def _summary(stats) -> None:
     unknown = ", ".join(f"{k}×{v}" for k, v in sorted(stats.unknown_events.items()))
     click.echo(
         f"celsync: {stats.rows} rows read, {stats.calls} calls closed, {stats.records} records "
-        f"({stats.enqueued} new or changed, {stats.unchanged} unchanged), {stats.delivered} delivered, "
+        f"({stats.enqueued} queued for delivery, {stats.unchanged} unchanged), {stats.delivered} delivered, "
         f"{stats.delivery_failures} delivery failures, {stats.quarantined} rows quarantined, "
         f"{stats.open_calls} calls still open, cursor at id {stats.position}"
         + (f"; unknown event types kept: {unknown}" if unknown else ""),

@@ -64,8 +64,11 @@ def render_status(state: Mapping[str, Any], max_id: int | None) -> str:
     for name, cursor in (state.get("cursors") or {}).items():
         last = cursor.get("last_id")
         lag = f", {max_id - last} rows behind the table" if max_id is not None and last is not None else ""
+        updated = cursor.get("updated_at")
+        if isinstance(updated, (int, float)):
+            updated = datetime.fromtimestamp(updated).astimezone().isoformat(timespec="seconds")
         lines.append(f"cursor {name}: last id {last}, low water {cursor.get('low_water')}{lag}"
-                     + (f", updated {cursor.get('updated_at')}" if cursor.get("updated_at") else ""))
+                     + (f", updated {updated}" if updated else ""))
     if not lines:
         lines.append("cursor: none yet (nothing polled)")
     for name, sink in (state.get("sinks") or {}).items():

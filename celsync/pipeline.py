@@ -228,6 +228,7 @@ class Pipeline:
         assembler = Assembler(self.config.pbx.settle_seconds, self.config.pbx.quiet_seconds,
                               self.config.pbx.max_call_age)
         live, self.assembler = self.assembler, assembler
+        live_clock, self.cel_clock = self.cel_clock, None
         in_period: set[str] = set()
         try:
             position = lo - 1
@@ -247,16 +248,20 @@ class Pipeline:
             # Calls still open at the period's end: read the rest of them, then decide.
             open_ids = assembler.pending_ids()
             if open_ids:
-                rest = self.source.rows_for_calls(open_ids, open_ids, max_id=None)
-                assembler.add((r for r in rest if r.id > hi and usable(r)), from_stream=False)
-            end = max(t_to, self.cel_clock or t_to)
+                rest = [r for r in self.source.rows_for_calls(open_ids, open_ids, max_id=None)
+                        if r.id > hi and usable(r)]
+                assembler.add(rest, from_stream=False)
+                self.cel_clock = max([self.cel_clock or t_to, *(r.eventtime for r in rest)])
+            # The input is complete: like a live poll that reached the end of the table, the
+            # clock is now the wall clock (a call still going on right now stays open).
+            end = max(t_to, self.cel_clock or t_to, self._wall())
             out += self._finish(assembler.due(end), in_period, stats, sinks, force, dry_run)
             for call_id in assembler.pending_ids():
                 log.warning("call %s had not ended by %s (no LINKEDID_END, a leg still up): not delivered",
                             call_id, end.isoformat())
             stats.open_calls = assembler.open_calls
         finally:
-            self.assembler = live
+            self.assembler, self.cel_clock = live, live_clock
             self._pending_quarantine.clear()
         if not dry_run:
             self._deliver(stats)
