@@ -220,9 +220,12 @@ class _Call:
     ) -> None:
         previous_answer: datetime | None = None
         for i, sub in enumerate(subs):
-            later = subs[i + 1].answered if i + 1 < len(subs) else None
+            # An attempt belongs to the agent who answered next after it started; the last
+            # agent also takes the attempts that came after every answer.
+            last = i + 1 == len(subs)
             mine = [a.attempt for a in attempts
-                    if (later is None or a.at < later) and (i == 0 or previous_answer is None or a.at >= previous_answer)]
+                    if (previous_answer is None or a.at > previous_answer)
+                    and (last or sub.answered is None or a.at <= sub.answered)]
             # The first agent's record starts when the customer's call started; a colleague
             # reached later (transfer) starts when their own phone started ringing.
             started = caller.created if (i == 0 and first_started) else (sub.created or caller.created)
