@@ -114,7 +114,10 @@ def mariadb_url(_mariadb_up: None) -> Iterator[str]:
         with admin.cursor() as cur:  # connections a test left open would block the DROP
             cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s", (name,))
             for (pid,) in cur.fetchall():
-                cur.execute("KILL %s", (pid,))
+                try:
+                    cur.execute("KILL %s", (pid,))
+                except pymysql.MySQLError:
+                    pass  # it ended on its own meanwhile ("Unknown thread id")
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         admin.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-from collections import Counter
 from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -166,8 +165,8 @@ class CelSource:
         The bounds are aware datetimes; they are converted to what the column stores
         (naive wall-clock time in the source zone, epoch numbers, or text).
         """
-        representation = time_representation(self._time_sample(), self.columns.kinds["eventtime"])
-        cond = _time_condition(self._col["eventtime"], representation, self.zone, t_from, t_to)
+        cond = _time_condition(
+            self._col["eventtime"], self.eventtime_representation(), self.zone, t_from, t_to)
         stmt = select(func.min(self._id), func.max(self._id)).select_from(self._table).where(cond)
         with self.engine.connect() as conn:
             low, high = conn.execute(stmt).one()
@@ -202,21 +201,13 @@ class CelSource:
 
     # ---------------------------------------------------------------- facts for doctor
 
-    def event_counts(self, last: int) -> Counter[str]:
-        """How often each event type occurs among the newest ``last`` rows."""
-        col = self._col["eventtype"]
-        userdef = self._col.get("userdeftype")
-        stmt = select(col, userdef) if userdef is not None else select(col)
-        stmt = stmt.select_from(self._table).order_by(self._id.desc()).limit(last)
-        with self.engine.connect() as conn:
-            return Counter(
-                parse_eventtype(r[0], as_text(r[1]) if len(r) > 1 else "") for r in conn.execute(stmt)
-            )
+    def newest_rows(self, last: int) -> list[CelRow]:
+        """The ``last`` rows with the highest ids, newest first."""
+        return list(self._stream(self._select.order_by(self._id.desc()).limit(last)))
 
-    def newest_eventtime(self) -> datetime | None:
-        """The eventtime of the row with the highest id (None for an empty table)."""
-        rows = list(self._stream(self._select.order_by(self._id.desc()).limit(1)))
-        return rows[0].eventtime if rows else None
+    def eventtime_representation(self) -> str:
+        """How the table stores eventtime (see :func:`time_representation`)."""
+        return time_representation(self._time_sample(), self.columns.kinds["eventtime"])
 
     def lag(self, cursor_id: int) -> tuple[int, datetime | None]:
         """Rows after ``cursor_id``, and the eventtime of the first of them (None if none)."""

@@ -221,3 +221,18 @@ def test_new_rows_are_seen_by_later_reads(db_url: str, corpus_rows: list[dict[st
         assert [r.id for r in first + second] == [r["id"] for r in corpus_rows[:20]]
     finally:
         src.close()
+
+
+def test_narrow_extra_column_truncates_like_cel_odbc(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+    """FreePBX's varchar(512): a longer JSON is cut, the row is kept with a problem."""
+    long_extra = '{"extension":"102","context":"' + "x" * 600 + '"}'
+    rows = [dict(corpus_rows[0], extra=long_extra)] + corpus_rows[1:40]
+    load(db_url, "freepbx", rows)
+    src = source(db_url, timezone="UTC")
+    try:
+        cut, *others = src.read_after(0, 100)
+        assert cut.extra == {} and cut.extra_raw == long_extra[:512]
+        assert cut.problems == ("malformed extra JSON (truncated column?); its fields are treated as absent",)
+        assert len(others) == 39 and not any(r.problems for r in others) and not src.degraded
+    finally:
+        src.close()
