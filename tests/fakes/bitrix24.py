@@ -152,7 +152,7 @@ class FakeBitrix24:
         self.down = False
         self._script: deque[Scripted] = deque()
         self._delays: deque[float] = deque()
-        self._holds: deque[tuple[threading.Event, threading.Event]] = deque()
+        self._holds: dict[int, tuple[threading.Event, threading.Event]] = {}  # by request number
         self._level = 0.0
         self._level_t = clock()
         self._ids = 0
@@ -174,11 +174,12 @@ class FakeBitrix24:
         with self.lock:
             self._delays.append(seconds)
 
-    def hold_next(self) -> tuple[threading.Event, threading.Event]:
-        """Run the next request, set ``executed``, and answer only once ``release`` is set."""
+    def hold_next(self, after: int = 0) -> tuple[threading.Event, threading.Event]:
+        """Let ``after`` requests pass, then run the next one, set ``executed``, and answer
+        only once ``release`` is set (a client killed meanwhile never hears back)."""
         pair = (threading.Event(), threading.Event())
         with self.lock:
-            self._holds.append(pair)
+            self._holds[len(self.log) + after + 1] = pair
         return pair
 
     def rows_for(self, key: str) -> list[dict[str, Any]]:
@@ -215,7 +216,7 @@ class FakeBitrix24:
             if self.down:
                 self.log.append(Logged(now, "down", 503, self._level))
                 return 503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
-            self._level = max(0.0, self._level - (now - self._level_t) * self.rate)
+            self._level = max(0.0, self._level - max(0.0, now - self._level_t) * self.rate)
             self._level_t = now
             m = re.fullmatch(r"/rest/(\d+)/([^/]+)/([\w.]+?)(?:\.json)?/?", request.path)
             method = m.group(3).lower() if m else request.path
@@ -227,7 +228,7 @@ class FakeBitrix24:
             self.log.append(entry)
             scripted = self._script.popleft() if self._script else None
             delay = self._delays.popleft() if self._delays else 0.0
-            hold = self._holds.popleft() if self._holds else None
+            hold = self._holds.pop(len(self.log), None)
             if scripted is not None and not scripted.execute:
                 entry.status = scripted.status
                 return scripted.status, scripted.body
