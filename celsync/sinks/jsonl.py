@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, BinaryIO, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from celsync.config import JsonlSinkConfig
 from celsync.sinks.base import Delivery, Outcome, Result, Sink
@@ -35,44 +35,44 @@ class JsonlSink(Sink):
         self.batch_size = cfg.batch_size
         self.path = cfg.path
         self._fsync = cfg.fsync
-        self._file: BinaryIO | None = None
+        self._fd: int | None = None  # unbuffered: a failed write leaves nothing behind to flush
         self._length = 0
 
     @property
     def _stdout(self) -> bool:
         return self.path == "-"
 
-    def _open(self) -> BinaryIO:
-        if self._file is None:
+    def _open(self) -> int:
+        if self._fd is None:
             try:
-                self._file = open(self.path, "ab")  # noqa: SIM115 - held open across batches
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise OSError(
                     exc.errno, f"jsonl sink {self.name!r}: cannot open {self.path}: {exc.strerror} "
                     "(check the sink's 'path'; its directory must exist)"
                 ) from None
-            self._length = os.fstat(self._file.fileno()).st_size
-        return self._file
+            self._length = os.fstat(self._fd).st_size
+        return self._fd
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         if self._stdout:
             return
-        f = self._open()
-        size = os.fstat(f.fileno()).st_size
+        fd = self._open()
+        size = os.fstat(fd).st_size
         committed = None if state is None else state.get("length")
         if committed is not None and size > committed:
             log.warning(
                 "%s: cutting %d bytes from %s written after the last commit; those records are "
                 "written again", self.name, size - committed, self.path,
             )
-            os.ftruncate(f.fileno(), committed)
-            os.fsync(f.fileno())
+            os.ftruncate(fd, committed)
+            os.fsync(fd)
         elif committed is not None and size < committed:
             log.warning(
                 "%s: %s has %d bytes, less than the %d celsync last committed: was it rotated or "
                 "truncated? Appending from its current end", self.name, self.path, size, committed,
             )
-        self._length = os.fstat(f.fileno()).st_size
+        self._length = os.fstat(fd).st_size
 
     def send(self, batch: Sequence[Delivery]) -> list[Result]:
         data = encode(batch)
@@ -81,26 +81,27 @@ class JsonlSink(Sink):
             out.write(data)
             out.flush()
             return [Result(d.key, Outcome.DELIVERED) for d in batch]
-        f = self._open()
+        fd = self._open()
         try:
-            f.write(data)
-            f.flush()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if self._fsync:
-                os.fsync(f.fileno())
+                os.fsync(fd)
         except OSError as exc:  # disk full or gone: undo the partial write, try again later
             error = f"cannot write {self.path}: {exc.strerror or exc}"
             try:
-                os.ftruncate(f.fileno(), self._length)
+                os.ftruncate(fd, self._length)
             except OSError:
                 log.error("%s: cannot cut a partial write from %s either", self.name, self.path)
             return [Result(d.key, Outcome.RETRY, error) for d in batch]
-        self._length = os.fstat(f.fileno()).st_size
+        self._length = os.fstat(fd).st_size
         return [Result(d.key, Outcome.DELIVERED) for d in batch]
 
     def commit_state(self) -> Mapping[str, Any] | None:
         return None if self._stdout else {"length": self._length}
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

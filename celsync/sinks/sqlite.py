@@ -102,8 +102,8 @@ class SqliteSink(Sink):
             newer = ins.inserted.version >= t.c.version
             # MySQL applies the assignments in order, so `version` goes last
             stmt = ins.on_duplicate_key_update(
-                [(t.c[c], sa.case((newer, ins.inserted[c]), else_=t.c[c])) for c in cols if c != "version"]
-                + [(t.c.version, sa.case((newer, ins.inserted.version), else_=t.c.version))]
+                [(c, sa.case((newer, ins.inserted[c]), else_=t.c[c])) for c in cols if c != "version"]
+                + [("version", sa.case((newer, ins.inserted.version), else_=t.c.version))]
             )
             conn.execute(stmt, rows)
         else:

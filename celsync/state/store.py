@@ -152,12 +152,14 @@ def _chunks(seq: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
 
 
 def _transient(exc: sa.exc.DBAPIError) -> bool:
-    """Deadlocks, serialization failures and lock timeouts: the transaction may simply be rerun."""
+    """Deadlocks, serialization failures, lock timeouts and a concurrent insert of the same
+    key (``SELECT ... FOR UPDATE`` cannot lock a row that does not exist yet): the
+    transaction may simply be rerun, and then sees the other writer's row."""
     orig = exc.orig
-    if getattr(orig, "sqlstate", None) in ("40001", "40P01"):
+    if getattr(orig, "sqlstate", None) in ("40001", "40P01", "23505"):
         return True
     args = getattr(orig, "args", ())
-    if args and args[0] in (1205, 1213):  # MySQL/MariaDB lock wait timeout, deadlock
+    if args and args[0] in (1205, 1213, 1062):  # MySQL/MariaDB lock wait timeout, deadlock, duplicate
         return True
     return "database is locked" in str(orig)
 
@@ -355,7 +357,7 @@ class StateStore:
     def commit(
         self,
         source: str,
-        cursor: Cursor,
+        cursor: Cursor | None,
         sinks: Sequence[str],
         pending: Sequence[Pending],
         quarantine: Sequence[Quarantined] = (),
@@ -380,7 +382,8 @@ class StateStore:
                     enqueued += e
                     unchanged += u
             self._quarantine(conn, source, q_rows, now)
-            self._save_cursor(conn, source, cursor, now)
+            if cursor is not None:  # reprocess replays history without moving the live cursor
+                self._save_cursor(conn, source, cursor, now)
             return CommitStats(enqueued, unchanged)
 
         return self._tx(work)
