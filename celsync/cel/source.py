@@ -24,8 +24,10 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchT
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
-from celsync.cel.columns import EXTRA_SAMPLE, ColumnInfo, ColumnMap, SourceError, extra_problem, kind_of, resolve
-from celsync.cel.parse import as_text, parse_eventtime, parse_eventtype, parse_row
+from celsync.cel.columns import (
+    EXTRA_SAMPLE, ColumnInfo, ColumnMap, SourceError, extra_problem, kind_of, resolve,
+)
+from celsync.cel.parse import as_text, parse_eventtime, parse_row
 from celsync.config import SourceConfig
 from celsync.model import CelRow
 
@@ -91,19 +93,22 @@ class CelSource:
     usable; ``warnings`` lists other one-time notes for the start-up log.
     """
 
-    def __init__(self, config: SourceConfig, engine: Engine | None = None) -> None:
+    def __init__(self, config: SourceConfig) -> None:
         self.config = config
         self.zone = resolve_timezone(config.timezone)
-        self.engine = engine or make_engine(config.url)
-        self.url = self.engine.url.render_as_string(hide_password=True)
-        if self.url == "sqlite://":  # read-only file engine: show the configured URL
-            self.url = make_url(config.url).render_as_string(hide_password=True)
+        self.engine = make_engine(config.url)
+        #: the URL for messages, password hidden
+        self.url = make_url(config.url).render_as_string(hide_password=True)
         schema, _, name = config.table.rpartition(".")
         self._schema = schema or None
         self._name = name
-        self.columns: ColumnMap = resolve(config.table, self._reflect(), config.columns)
-        tbl = table(name, *(column(c) for c in set(self.columns.actual.values())), schema=self._schema)
+        try:
+            self.columns: ColumnMap = resolve(config.table, self._reflect(), config.columns)
+        except SourceError:
+            self.engine.dispose()
+            raise
         actual = self.columns.actual
+        tbl = table(name, *(column(c) for c in dict.fromkeys(actual.values())), schema=self._schema)
         self._col = {canonical: tbl.c[real] for canonical, real in actual.items()}
         self._id = self._col["id"]
         self._table = tbl

@@ -7,8 +7,9 @@ that the round-trip tests check the reader against the data, not against itself.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from sqlalchemy import create_engine
 
@@ -55,7 +56,8 @@ def actual(row: CelRow) -> dict[str, Any]:
 
 
 def backend_of(url: str) -> str:
-    return {"mysql": "mariadb", "postgresql": "postgresql", "sqlite": "sqlite"}[url.split(":")[0].split("+")[0]]
+    dialect = url.split(":")[0].split("+")[0]
+    return {"mysql": "mariadb", "postgresql": "postgresql", "sqlite": "sqlite"}[dialect]
 
 
 def load(url: str, variant: str, rows: Iterable[Mapping[str, Any]], tz: str = "UTC",
@@ -71,6 +73,16 @@ def load(url: str, variant: str, rows: Iterable[Mapping[str, Any]], tz: str = "U
 
 def source(url: str, **config: Any) -> CelSource:
     return CelSource(SourceConfig(url=url, **config))
+
+
+@contextmanager
+def open_source(url: str, **config: Any) -> Iterator[CelSource]:
+    """A CelSource on ``url`` (``config``: SourceConfig fields), closed afterwards."""
+    src = source(url, **config)
+    try:
+        yield src
+    finally:
+        src.close()
 
 
 def read_all(src: CelSource, batch: int) -> list[CelRow]:

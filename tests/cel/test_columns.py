@@ -49,7 +49,8 @@ def test_alias_matches_case_insensitively() -> None:
 def test_alias_to_missing_column() -> None:
     with pytest.raises(SourceError) as err:
         resolve("cel", STOCK, {"extra": "eventextra"})
-    assert str(err.value).startswith("source.columns.extra: column 'eventextra' does not exist in table 'cel'")
+    assert str(err.value).startswith(
+        "source.columns.extra: column 'eventextra' does not exist in table 'cel'")
     assert "its columns are: id, eventtype, eventtime" in str(err.value)
 
 

@@ -116,7 +116,9 @@ def test_doctor_on_the_corpus(db_url: str, corpus_rows: list[dict[str, Any]]) ->
     assert lag.message.startswith(f"cursor at id {corpus_rows[100]['id']}: {len(corpus_rows) - 101} rows")
 
 
-def test_doctor_on_the_documented_postgres_schema(postgres_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+def test_doctor_on_the_documented_postgres_schema(
+    postgres_url: str, corpus_rows: list[dict[str, Any]]
+) -> None:
     """No extra, no primary key, no index; apps=all gave no APP rows."""
     rows = [r for r in corpus_rows if r["eventtype"] not in ("APP_START", "APP_END")]
     load(postgres_url, "noextra", rows)

@@ -15,7 +15,8 @@ BASE = datetime(2026, 11, 21, 22, 0, tzinfo=timezone.utc)
 
 def row(i: int, at: float = 0.0) -> CelRow:
     """Row ``i`` whose eventtime is ``at`` seconds after BASE."""
-    return CelRow(id=i, eventtype="ANSWER", eventtime=BASE + timedelta(seconds=at), uniqueid="u", linkedid="l")
+    return CelRow(id=i, eventtype="ANSWER", eventtime=BASE + timedelta(seconds=at),
+                  uniqueid="u", linkedid="l")
 
 
 def ids(rows: list[CelRow]) -> list[int]:

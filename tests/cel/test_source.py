@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from celsync.cel.columns import SourceError
 from celsync.cel.schema import RENAMES, SCHEMA_VARIANTS
 from celsync.config import ConfigError, config_from_dict
-from tests.cel.helpers import actual, backend_of, expected, load, read_all, source, stored_time
+from tests.cel.helpers import (
+    actual, backend_of, expected, load, open_source, read_all, source, stored_time,
+)
 
 DEGRADED = {"noextra"}
 
@@ -21,51 +24,44 @@ DEGRADED = {"noextra"}
 def test_corpus_round_trip(db_url: str, variant: str, corpus_rows: list[dict[str, Any]]) -> None:
     """Rows come back exactly, in id order, batch after batch, whatever the schema."""
     load(db_url, variant, corpus_rows, tz="Europe/Moscow")
-    src = source(db_url, timezone="Europe/Moscow")
-    try:
+    with open_source(db_url, timezone="Europe/Moscow") as src:
         got = read_all(src, batch=37)
         assert src.degraded is (variant in DEGRADED)
         assert [actual(r) for r in got] == [expected(r, backend_of(db_url), variant) for r in corpus_rows]
         assert all(r.eventtime.utcoffset() == timedelta(hours=3) for r in got)
         assert src.max_id() == corpus_rows[-1]["id"]
         assert src.read_after(src.max_id(), 10) == []
-    finally:
-        src.close()
 
 
 def test_renamed_columns_via_aliases(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     load(db_url, "renamed", corpus_rows)
-    src = source(db_url, timezone="UTC", columns=RENAMES["renamed"])
-    try:
+    with open_source(db_url, timezone="UTC", columns=RENAMES["renamed"]) as src:
         got = read_all(src, batch=100)
         assert [actual(r) for r in got] == [expected(r, backend_of(db_url), "renamed") for r in corpus_rows]
         assert dict(src.columns.configured) == RENAMES["renamed"]
         assert not src.columns.detected
         assert "aliases id=AcctId" in src.describe()
-    finally:
-        src.close()
 
 
 def test_renamed_columns_detected(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     load(sqlite_url, "renamed", corpus_rows)
-    src = source(sqlite_url, timezone="UTC")
-    assert dict(src.columns.detected) == RENAMES["renamed"]
-    assert src.columns.missing == ()
-    assert not src.degraded
+    with open_source(sqlite_url, timezone="UTC") as src:
+        assert dict(src.columns.detected) == RENAMES["renamed"]
+        assert src.columns.missing == ()
+        assert not src.degraded
 
 
 def test_sqlite3_custom_falls_back_to_uniqueid(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     load(sqlite_url, "sqlite3_custom", corpus_rows)
-    src = source(sqlite_url, timezone="UTC")
-    assert len(src.warnings) == 1 and "no linkedid column" in src.warnings[0]
-    assert all(r.linkedid == r.uniqueid for r in src.read_after(0, 1000))
+    with open_source(sqlite_url, timezone="UTC") as src:
+        assert len(src.warnings) == 1 and "no linkedid column" in src.warnings[0]
+        assert all(r.linkedid == r.uniqueid for r in src.read_after(0, 1000))
 
 
 def test_rows_for_calls(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     """Whole calls by linkedid or uniqueid, ordered, each row once, bounded by max_id."""
     load(db_url, "stock", corpus_rows)
-    src = source(db_url, timezone="UTC")
-    try:
+    with open_source(db_url, timezone="UTC") as src:
         linkedids = {corpus_rows[0]["linkedid"], corpus_rows[-1]["linkedid"], "no-such-call"}
         uniqueids = {corpus_rows[300]["uniqueid"], corpus_rows[0]["uniqueid"]}
         want = [r["id"] for r in corpus_rows if r["linkedid"] in linkedids or r["uniqueid"] in uniqueids]
@@ -74,23 +70,20 @@ def test_rows_for_calls(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
         assert [r.id for r in src.rows_for_calls(linkedids, uniqueids, max_id=cut)] == [
             i for i in want if i <= cut]
         assert src.rows_for_calls([], []) == []
-    finally:
-        src.close()
 
 
 def test_rows_for_calls_chunks_long_lists(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     load(sqlite_url, "stock", corpus_rows)
-    src = source(sqlite_url, timezone="UTC")
-    uniqueids = [f"x{i}" for i in range(1500)] + [r["uniqueid"] for r in corpus_rows]
-    assert [r.id for r in src.rows_for_calls([], uniqueids)] == [r["id"] for r in corpus_rows]
+    with open_source(sqlite_url, timezone="UTC") as src:
+        uniqueids = [f"x{i}" for i in range(1500)] + [r["uniqueid"] for r in corpus_rows]
+        assert [r.id for r in src.rows_for_calls([], uniqueids)] == [r["id"] for r in corpus_rows]
 
 
 @pytest.mark.parametrize("variant", ["stock", "freepbx", "sqlite3_custom", "numeric"])
 def test_id_range(db_url: str, variant: str, corpus_rows: list[dict[str, Any]]) -> None:
     """Bounds in any zone select the rows whose stored time lies in [from, to]."""
     load(db_url, variant, corpus_rows, tz="Europe/Berlin")
-    src = source(db_url, timezone="Europe/Berlin")
-    try:
+    with open_source(db_url, timezone="Europe/Berlin") as src:
         stored = [(r["id"], stored_time(r["eventtime"], backend_of(db_url), variant)) for r in corpus_rows]
         moscow = timezone(timedelta(hours=3))
         for lo, hi in [(10, 60), (100, 101), (200, 574), (0, 0)]:
@@ -100,8 +93,6 @@ def test_id_range(db_url: str, variant: str, corpus_rows: list[dict[str, Any]]) 
             assert src.id_range(t_from, t_to) == (min(ids), max(ids))
         assert src.id_range(datetime(2001, 1, 1, tzinfo=timezone.utc),
                             datetime(2001, 1, 2, tzinfo=timezone.utc)) is None
-    finally:
-        src.close()
 
 
 def test_timestamptz_column(postgres_url: str) -> None:
@@ -118,51 +109,45 @@ def test_timestamptz_column(postgres_url: str) -> None:
             {"x": '{"hangupcause":16,"hangupsource":"","dialstatus":"ANSWER"}'},
         )
     engine.dispose()
-    src = source(postgres_url, timezone="Europe/Berlin")
-    try:
+    with open_source(postgres_url, timezone="Europe/Berlin") as src:
         (row,) = src.read_after(0, 10)
         assert row.eventtime == datetime(2026, 3, 29, 0, 30, 0, 250000, tzinfo=timezone.utc)
         assert row.eventtime.utcoffset() == timedelta(hours=1)  # Berlin before the DST switch
         assert row.extra == {"hangupcause": 16, "hangupsource": "", "dialstatus": "ANSWER"}
         assert src.id_range(row.eventtime, row.eventtime) == (1, 1)
-    finally:
-        src.close()
 
 
 def test_db_now_is_the_database_clock(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     load(db_url, "stock", corpus_rows[:3])
-    src = source(db_url, timezone="Asia/Tokyo")
-    try:
+    with open_source(db_url, timezone="Asia/Tokyo") as src:
         now = src.db_now()
         assert now.tzinfo is not None
         assert abs(now - datetime.now(timezone.utc)) < timedelta(minutes=5)
-    finally:
-        src.close()
 
 
 def test_extra_aliased_to_id_is_degraded(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     load(db_url, "stock", corpus_rows[:50])
-    src = source(db_url, timezone="UTC", columns={"extra": "id"})
-    try:
+    with open_source(db_url, timezone="UTC", columns={"extra": "id"}) as src:
         assert src.degraded
-        assert "integer" in (src.degraded_reason or "") and "source.columns.extra" in (src.degraded_reason or "")
+        reason = src.degraded_reason or ""
+        assert "integer" in reason and "source.columns.extra" in reason
         rows = src.read_after(0, 100)
         assert len(rows) == 50 and all(r.extra == {} and not r.problems for r in rows)
-    finally:
-        src.close()
 
 
 def test_extra_aliased_to_a_text_column_without_json_is_degraded(
     sqlite_url: str, corpus_rows: list[dict[str, Any]]
 ) -> None:
     load(sqlite_url, "stock", corpus_rows)
-    src = source(sqlite_url, timezone="UTC", columns={"extra": "userfield"})
-    assert src.degraded and "HANGUP" in (src.degraded_reason or "")
-    src = source(sqlite_url, timezone="UTC", columns={"extra": "channame"})
-    assert src.degraded and "JSON" in (src.degraded_reason or "")
+    with open_source(sqlite_url, timezone="UTC", columns={"extra": "userfield"}) as src:
+        assert src.degraded and "HANGUP" in (src.degraded_reason or "")
+    with open_source(sqlite_url, timezone="UTC", columns={"extra": "channame"}) as src:
+        assert src.degraded and "JSON" in (src.degraded_reason or "")
 
 
-def test_alias_to_missing_column_names_key_and_columns(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
+def test_alias_to_missing_column_names_key_and_columns(
+    sqlite_url: str, corpus_rows: list[dict[str, Any]]
+) -> None:
     load(sqlite_url, "stock", corpus_rows[:2])
     with pytest.raises(SourceError) as err:
         source(sqlite_url, columns={"extra": "eventextra"})
@@ -204,23 +189,20 @@ def test_missing_table_on_server(postgres_url: str) -> None:
 
 def test_sqlite_source_is_read_only(sqlite_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     load(sqlite_url, "stock", corpus_rows[:5])
-    src = source(sqlite_url, timezone="UTC")
-    with src.engine.connect() as conn, pytest.raises(Exception, match="readonly"):
-        conn.execute(text("DELETE FROM cel"))
-    assert len(src.read_after(0, 10)) == 5
+    with open_source(sqlite_url, timezone="UTC") as src:
+        with src.engine.connect() as conn, pytest.raises(OperationalError, match="readonly"):
+            conn.execute(text("DELETE FROM cel"))
+        assert len(src.read_after(0, 10)) == 5
 
 
 def test_new_rows_are_seen_by_later_reads(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
     """Each read is a fresh snapshot: rows committed between polls appear."""
     load(db_url, "stock", corpus_rows[:10])
-    src = source(db_url, timezone="UTC")
-    try:
+    with open_source(db_url, timezone="UTC") as src:
         first = src.read_after(0, 100)
         load(db_url, "stock", corpus_rows[10:20])
         second = src.read_after(first[-1].id, 100)
         assert [r.id for r in first + second] == [r["id"] for r in corpus_rows[:20]]
-    finally:
-        src.close()
 
 
 def test_narrow_extra_column_truncates_like_cel_odbc(db_url: str, corpus_rows: list[dict[str, Any]]) -> None:
@@ -228,11 +210,8 @@ def test_narrow_extra_column_truncates_like_cel_odbc(db_url: str, corpus_rows: l
     long_extra = '{"extension":"102","context":"' + "x" * 600 + '"}'
     rows = [dict(corpus_rows[0], extra=long_extra)] + corpus_rows[1:40]
     load(db_url, "freepbx", rows)
-    src = source(db_url, timezone="UTC")
-    try:
+    with open_source(db_url, timezone="UTC") as src:
         cut, *others = src.read_after(0, 100)
         assert cut.extra == {} and cut.extra_raw == long_extra[:512]
         assert cut.problems == ("malformed extra JSON (truncated column?); its fields are treated as absent",)
         assert len(others) == 39 and not any(r.problems for r in others) and not src.degraded
-    finally:
-        src.close()
