@@ -179,8 +179,8 @@ class DeliveryEngine:
                 if ids:
                     self._log.warning(
                         "%s: %d records were in flight when celsync last stopped; the sink "
-                        "confirmed %d, %d will be sent again",
-                        name, len(ids), stats.delivered, stats.reconciled - stats.delivered,
+                        "confirmed %d, %d will be sent again, %d are still unknown",
+                        name, len(ids), stats.delivered, stats.reconciled - stats.delivered, stats.unknown,
                     )
 
         self._each_sink(list(self.sinks), one)
@@ -236,11 +236,10 @@ class DeliveryEngine:
             verdicts += self._judge(name, unsure, answers, disabled, reconciling=True)
             stats.reconciled += sum(1 for _, t in verdicts if t.state in (DELIVERED, PENDING))
         if sure:
-            if disabled is None:
-                answers, disabled, sent_raised = self._ask(name, sink.send, sure)
-                raised = raised or sent_raised
+            if not raised:
+                answers, disabled, raised = self._ask(name, sink.send, sure)
                 verdicts += self._judge(name, sure, answers, disabled, reconciling=False)
-            else:  # the sink refused us while reconciling: these were never sent
+            else:  # reconcile failed: send nothing in this batch, so that a restore undoes no send
                 verdicts += [(i, Transition(PENDING, False, i.attempts, i.first_failure, 0.0, i.last_error))
                              for i in sure]
         self._record(name, items, verdicts, disabled, raised)
@@ -340,8 +339,8 @@ class DeliveryEngine:
             event.set()
 
     def pending_total(self) -> int:
-        """Records still owed to some sink (not delivered, not dead)."""
-        return self.store.pending_total()
+        """Records still owed to this engine's sinks (not delivered, not dead)."""
+        return self.store.pending_total(list(self.sinks))
 
     def _worker(self, name: str, stop: threading.Event) -> None:
         wake = self._wakes[name]

@@ -576,11 +576,14 @@ class StateStore:
                 )
             ).scalar()
 
-    def pending_total(self) -> int:
-        """Items not yet delivered nor dead, over all sinks."""
+    def pending_total(self, sinks: Sequence[str] | None = None) -> int:
+        """Items not yet delivered nor dead, over ``sinks`` (default: every sink in the ledger)."""
         d = deliveries
+        q = sa.select(sa.func.count()).where(d.c.state.in_(ACTIVE))
+        if sinks is not None:
+            q = q.where(d.c.sink.in_(list(sinks)))  # lets the (sink, state, ...) index answer
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).where(d.c.state.in_(ACTIVE))).scalar() or 0)
+            return int(conn.execute(q).scalar() or 0)
 
     def counts(self, sink: str | None = None, states: Sequence[str] = STATES) -> dict[str, dict[str, int]]:
         """{sink: {state: n}} with every state in ``states`` present (0 if none)."""

@@ -1,4 +1,6 @@
-"""A test sink whose destination is a real file of JSON lines, with scriptable answers.
+"""Test support for the state and delivery suites: ledger helpers and a file-backed sink.
+
+``FileSink`` is a sink whose destination is a real file of JSON lines, with scriptable answers.
 
 ``script[key]`` is a list of ``Step``s consumed one per send of that key (then: delivered).
 A step says what the destination does (write the line or not) and what the sink reports,
@@ -15,6 +17,18 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from celsync.sinks.base import Delivery, Outcome, Result, Sink, SinkDisabled
+from celsync.state.store import Pending, StateStore
+
+
+def rec(key: str, **extra: object) -> Pending:
+    """A minimal record for ``key`` = "call/sub"."""
+    call_id = key.split("/")[0]
+    return Pending(key, call_id, {"key": key, "call_id": call_id, **extra})
+
+
+def states(store: StateStore, sink: str) -> dict[str, int]:
+    """The sink's ledger counts, without the zeros."""
+    return {k: v for k, v in store.counts(sink)[sink].items() if v}
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,7 @@ class FileSink(Sink):
         self.sent: list[tuple[str, int, bool]] = []  # (key, version, previously_delivered)
         self.reconciled: list[tuple[str, int]] = []
         self.fail_with: BaseException | None = None  # raised by the next send, then cleared
+        self.fail_reconcile_with: BaseException | None = None  # the same for the next reconcile
         self.disabled: str | None = None  # while set, every send raises SinkDisabled
         self.on_send: Callable[[Sequence[Delivery]], None] | None = None
         self.gate: threading.Event | None = None  # send waits for it (a slow destination)
@@ -68,6 +83,9 @@ class FileSink(Sink):
         return results
 
     def reconcile(self, batch: Sequence[Delivery]) -> list[Result]:
+        if self.fail_reconcile_with is not None:
+            exc, self.fail_reconcile_with = self.fail_reconcile_with, None
+            raise exc
         have = {(line["key"], line["version"]) for line in self.lines()}
         out = []
         for d in batch:

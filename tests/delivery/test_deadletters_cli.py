@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Iterator
 
 import click
 import pytest
@@ -14,7 +15,7 @@ from celsync.state.store import DEAD, DELIVERED, Cursor, Pending, StateStore, Tr
 
 
 @pytest.fixture
-def store(sqlite_url: str) -> StateStore:
+def store(sqlite_url: str) -> Iterator[StateStore]:
     s = StateStore(sqlite_url)
     s.ensure_ready()
     s.commit("src", Cursor(3, 3), ["kommo", "log"],

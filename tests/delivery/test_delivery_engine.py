@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -13,9 +14,9 @@ from celsync.delivery import Backoff, DeliveryEngine, decide, describe
 from celsync.metrics import Metrics
 from celsync.sinks.base import Outcome, Result
 from celsync.state.store import (
-    DEAD, DELIVERED, PENDING, RETRYING, UNKNOWN, Cursor, Item, Pending, StateStore,
+    DEAD, DELIVERED, PENDING, RETRYING, UNKNOWN, Cursor, Item, StateStore,
 )
-from tests.delivery.filesink import FileSink, Step
+from tests.delivery.support import FileSink, Step, rec, states
 
 
 class Clock:
@@ -30,13 +31,8 @@ class Crash(BaseException):
     """Stands for the process dying mid-send: nothing after the raise runs."""
 
 
-def rec(key: str, **extra: object) -> Pending:
-    call_id = key.split("/")[0]
-    return Pending(key, call_id, {"key": key, "call_id": call_id, **extra})
-
-
 @pytest.fixture
-def store(sqlite_url: str) -> StateStore:
+def store(sqlite_url: str) -> Iterator[StateStore]:
     s = StateStore(sqlite_url)
     s.ensure_ready()
     yield s
@@ -45,10 +41,6 @@ def store(sqlite_url: str) -> StateStore:
 
 def engine(store: StateStore, *sinks: FileSink, clock: Clock, seed: int = 7, **kw: object) -> DeliveryEngine:
     return DeliveryEngine(store, sinks, clock=clock, rng=random.Random(seed), **kw)  # type: ignore[arg-type]
-
-
-def states(store: StateStore, sink: str) -> dict[str, int]:
-    return {k: v for k, v in store.counts(sink)[sink].items() if v}
 
 
 def keys(sink: FileSink) -> list[str]:
@@ -222,6 +214,25 @@ def test_unknown_outcome_is_reconciled_before_anything_is_resent(store: StateSto
     assert stats.reconciled == 2 and stats.delivered == 2
     assert [k for k, _, _ in sink.sent] == ["a/1", "b/1", "b/1"]
     assert sorted(keys(sink)) == ["a/1", "b/1"]
+
+
+def test_a_failing_reconcile_sends_nothing_in_its_batch(store: StateStore, tmp_path: Path) -> None:
+    sink = FileSink("f", tmp_path / "f.jsonl")
+    sink.script["a/1"] = [Step(Outcome.UNKNOWN, error="read timeout")]
+    clock = Clock()
+    eng = engine(store, sink, clock=clock)
+    store.commit("src", Cursor(1, 1), ["f"], [rec("a/1")])
+    eng.deliver_due()
+    clock.t += 10_000
+    store.commit("src", Cursor(2, 2), ["f"], [rec("b/1")])
+    batches: list[list[str]] = []
+    sink.on_send = lambda batch: batches.append([d.key for d in batch])
+    sink.fail_reconcile_with = TimeoutError("status query timed out")
+    stats = eng.deliver_due()["f"]
+    assert batches == [["b/1"]]  # b/1 waited for a batch of its own, after the failed reconcile
+    assert stats.unknown == 1 and stats.delivered == 1 and states(store, "f") == {UNKNOWN: 1, DELIVERED: 1}
+    clock.t += 10_000
+    assert eng.deliver_due()["f"].delivered == 1 and sorted(keys(sink)) == ["a/1", "b/1"]
 
 
 def test_crash_mid_send_is_reconciled_after_restart(store: StateStore, tmp_path: Path) -> None:

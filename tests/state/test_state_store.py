@@ -4,23 +4,23 @@ commit, claims and verdicts, dead letters, sink state, quarantine, status."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
 
+from celsync.delivery import DeliveryEngine
+from celsync.sinks.base import Outcome
 from celsync.state.store import (
-    DEAD, DELIVERED, PENDING, RETRYING, UNKNOWN, CommitStats, Cursor, Pending, Quarantined,
+    DEAD, DELIVERED, PENDING, RETRYING, UNKNOWN, CommitStats, Cursor, Quarantined,
     StateError, StateStore, Transition, fingerprint,
 )
-
-
-def rec(key: str, **extra: object) -> Pending:
-    call_id = key.split("/")[0]
-    return Pending(key, call_id, {"key": key, "call_id": call_id, **extra})
+from tests.delivery.support import FileSink, Step, rec, states
 
 
 @pytest.fixture
-def store(db_url: str) -> StateStore:
+def store(db_url: str) -> Iterator[StateStore]:
     s = StateStore(db_url)
     s.upgrade()
     yield s
@@ -31,10 +31,6 @@ def delivered(store: StateStore, sink: str, now: float = 10.0) -> None:
     """Claim everything due for ``sink`` and record it as delivered."""
     while items := store.claim(sink, 100, now):
         store.finish(sink, [(i, Transition(DELIVERED, False, 0, None, 0.0, None)) for i in items], now=now)
-
-
-def states(store: StateStore, sink: str) -> dict[str, int]:
-    return {k: v for k, v in store.counts(sink)[sink].items() if v}
 
 
 def test_fresh_database_needs_upgrade_then_is_ready(db_url: str) -> None:
@@ -234,3 +230,18 @@ def test_concurrent_commits_and_claims_stay_consistent(store: StateStore) -> Non
     assert errors == []
     counts = store.counts()
     assert sum(counts["s1"].values()) == 12 and sum(counts["s2"].values()) == 12
+
+
+def test_engine_round_trip_on_every_backend(store: StateStore, tmp_path: Path) -> None:
+    """Claims (row locks, the per-call EXISTS), verdicts and sink state through the engine."""
+    a, b = FileSink("a", tmp_path / "a.jsonl", batch_size=2), FileSink("b", tmp_path / "b.jsonl")
+    a.script["c/1"] = [Step(Outcome.RETRY, error="503")]
+    t = [100.0]
+    eng = DeliveryEngine(store, [a, b], clock=lambda: t[0])
+    store.commit("src", Cursor(5, 5), ["a", "b"], [rec("c/1"), rec("c/2"), rec("d/1"), rec("e/1")])
+    stats = eng.deliver_due()
+    assert (stats["a"].delivered, stats["a"].retrying, stats["b"].delivered) == (2, 1, 4)
+    t[0] += 10_000
+    assert eng.deliver_due()["a"].delivered == 2
+    assert [k for k, _, _ in a.sent] == ["c/1", "d/1", "e/1", "c/1", "c/2"]
+    assert eng.pending_total() == 0 and states(store, "a") == {DELIVERED: 4}
