@@ -333,10 +333,12 @@ def _time_condition(
     if representation == "epoch_text":
         as_number = cast(col, Numeric(20, 6))  # exact; a FLOAT cast is single precision on MySQL
         return and_(as_number >= _epoch(t_from), as_number <= _epoch(t_to))
-    # Text times compare as strings; isoformat() drops a zero fraction so that a stored
-    # '... 10:00:00' is equal to (not below) the bound '... 10:00:00'.
+    # Text times compare as strings, and a whole second may be stored as '10:00:00' or
+    # '10:00:00.000000': the lower bound drops a zero fraction, the upper one keeps it.
     sep = "T" if representation == "text_iso" else " "
-    return and_(col >= _naive(t_from, zone).isoformat(sep), col <= _naive(t_to, zone).isoformat(sep))
+    low = _naive(t_from, zone).isoformat(sep)
+    high = _naive(t_to, zone).isoformat(sep, timespec="microseconds")
+    return and_(col >= low, col <= high)
 
 
 def _epoch(t: datetime) -> Decimal:

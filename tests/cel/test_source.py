@@ -215,3 +215,39 @@ def test_narrow_extra_column_truncates_like_cel_odbc(db_url: str, corpus_rows: l
         assert cut.extra == {} and cut.extra_raw == long_extra[:512]
         assert cut.problems == ("malformed extra JSON (truncated column?); its fields are treated as absent",)
         assert len(others) == 39 and not any(r.problems for r in others) and not src.degraded
+
+
+def _hand_made(url: str, column_type: str, times: list[Any]) -> None:
+    con = sqlite3.connect(url.removeprefix("sqlite:///"))
+    con.execute(f"CREATE TABLE cel (id INTEGER PRIMARY KEY, eventtype TEXT, eventtime {column_type}, "
+                "channame TEXT, uniqueid TEXT, linkedid TEXT)")
+    con.executemany("INSERT INTO cel VALUES (?, 'ANSWER', ?, 'PJSIP/101-1', '1.1', '1.1')",
+                    list(enumerate(times, start=1)))
+    con.commit()
+    con.close()
+
+
+def test_id_range_on_text_times_with_and_without_fraction(sqlite_url: str) -> None:
+    _hand_made(sqlite_url, "TEXT", ["2026-01-01 10:00:00", "2026-01-01 10:00:00.000000",
+                                    "2026-01-01 10:00:00.250000", "2026-01-01 10:00:01"])
+    at = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
+    with open_source(sqlite_url, timezone="UTC") as src:
+        assert [r.eventtime for r in src.read_after(0, 10)] == [
+            at, at, at + timedelta(microseconds=250000), at + timedelta(seconds=1)]
+        assert src.id_range(at, at) == (1, 2)
+        assert src.id_range(at + timedelta(microseconds=1), at + timedelta(microseconds=999999)) == (3, 3)
+        assert src.id_range(at + timedelta(microseconds=250000), at + timedelta(seconds=1)) == (3, 4)
+
+
+@pytest.mark.parametrize("column_type, times", [
+    ("INTEGER", [1767261600, 1767261601, 1767261602]),
+    ("REAL", [1767261600.0, 1767261600.75, 1767261602.0]),
+])
+def test_id_range_on_epoch_numbers(sqlite_url: str, column_type: str, times: list[Any]) -> None:
+    _hand_made(sqlite_url, column_type, times)
+    at = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
+    with open_source(sqlite_url, timezone="Europe/Moscow") as src:
+        rows = src.read_after(0, 10)
+        assert rows[0].eventtime == at and rows[0].eventtime.utcoffset() == timedelta(hours=3)
+        assert src.id_range(at, at + timedelta(seconds=1)) == (1, 2)
+        assert src.id_range(at + timedelta(microseconds=1), at + timedelta(seconds=5)) == (2, 3)
