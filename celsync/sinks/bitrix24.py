@@ -29,6 +29,7 @@ from celsync.config import Bitrix24SinkConfig
 from celsync.ratelimit import TokenBucket
 from celsync.sinks.base import Delivery, Outcome, Result, Sink
 from celsync.sinks.crm_http import (
+    SETTLE_SECONDS,
     HttpClient,
     Reply,
     TransportError,
@@ -356,8 +357,9 @@ class Bitrix24Sink(Sink):
             if isinstance(reply, _Failure):
                 for job in taken:
                     results[job.key] = self._failed(job, reply.outcome, reply.message, reply.retry_after)
+                pause = reply.retry_after if reply.outcome is Outcome.RETRY else None
                 for job in queue:  # never sent
-                    results[job.key] = self._failed(job, Outcome.RETRY, reply.message, reply.retry_after)
+                    results[job.key] = self._failed(job, Outcome.RETRY, reply.message, pause)
                 return
             found, errors = reply
             for i, job in enumerate(taken):
@@ -458,13 +460,14 @@ class Bitrix24Sink(Sink):
         try:
             reply = self.client.request("POST", self._base + "batch", json={"halt": 0, "cmd": dict(cmd)})
         except TransportError as exc:
-            return _Failure(exc.outcome, f"Bitrix24 unreachable: {exc}")
+            return _Failure(exc.outcome, f"Bitrix24 unreachable: {exc}", exc.retry_after)
         if reply.status == 200:
             parts = envelope(reply.body)
             if parts is not None:
                 self._note_operating(reply.body)
                 return parts
-            return _Failure(Outcome.UNKNOWN, f"Bitrix24 answered 200 without a batch result: {reply.text!r}")
+            return _Failure(Outcome.UNKNOWN, f"Bitrix24 answered 200 without a batch result: {reply.text!r}",
+                            SETTLE_SECONDS)
         return self._http_failure(reply)
 
     def _note_operating(self, body: Mapping[str, Any]) -> None:
@@ -497,7 +500,7 @@ class Bitrix24Sink(Sink):
             log.error("%s: check the webhook URL, that it is active and has the telephony scope", message)
             return _Failure(Outcome.DEAD, message + " (check the webhook URL and its telephony scope)")
         if reply.status >= 500 and code != "PORTAL_DELETED":
-            return _Failure(Outcome.UNKNOWN, message)
+            return _Failure(Outcome.UNKNOWN, message, SETTLE_SECONDS)
         if 300 <= reply.status < 400:
             message += " (a redirect: put the portal's canonical https address in webhook_url)"
         return _Failure(Outcome.DEAD, message)

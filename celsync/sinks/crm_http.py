@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 _USER_AGENT = f"celsync/{__version__}"
 
+#: How long a request may still be running on the CRM after we stopped waiting for it (the
+#: Bitrix24 cloud ends a request after 60 s). An unknown outcome is not reconciled earlier,
+#: or a batch still being executed would look missing and be sent a second time.
+SETTLE_SECONDS = 60.0
+
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret in ``text`` by ``***`` (longest first, so parts never leak)."""
@@ -55,6 +60,10 @@ class TransportError(Exception):
     @property
     def outcome(self) -> Outcome:
         return Outcome.UNKNOWN if self.maybe_sent else Outcome.RETRY
+
+    @property
+    def retry_after(self) -> float | None:
+        return SETTLE_SECONDS if self.maybe_sent else None
 
 
 def _never_reached_server(exc: requests.RequestException) -> bool:

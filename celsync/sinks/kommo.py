@@ -25,6 +25,7 @@ from celsync.config import KommoSinkConfig
 from celsync.ratelimit import TokenBucket
 from celsync.sinks.base import Delivery, Outcome, Result, Sink, SinkDisabled
 from celsync.sinks.crm_http import (
+    SETTLE_SECONDS,
     HttpClient,
     Reply,
     TransportError,
@@ -245,8 +246,9 @@ class KommoSink(Sink):
                         f"({unmatched[c.key]}); add the contact and retry the dead letter, "
                         "or enable create_unsorted_leads"))
         if failure is not None:  # what this send did not get to was never sent
+            pause = failure.retry_after if failure.outcome is Outcome.RETRY else None
             for c in calls:
-                results.setdefault(c.key, _Failure(Outcome.RETRY, failure.message, failure.retry_after).result(c))
+                results.setdefault(c.key, _Failure(Outcome.RETRY, failure.message, pause).result(c))
         return [results[d.key] for d in batch]
 
     def reconcile(self, batch: Sequence[Delivery]) -> list[Result]:
@@ -331,7 +333,7 @@ class KommoSink(Sink):
         try:
             reply = self.client.request(method, self._base + path, json=payload, params=params)
         except TransportError as exc:
-            return _Failure(exc.outcome, f"Kommo unreachable: {exc}")
+            return _Failure(exc.outcome, f"Kommo unreachable: {exc}", exc.retry_after)
         if reply.status == 429:
             pause = self._retry_after(reply)
             self.client.bucket.defer(pause)
@@ -361,7 +363,7 @@ class KommoSink(Sink):
         if reply.status == 401:
             return _Failure(Outcome.DEAD, message + " (the token is invalid or expired: generate a new one)")
         if reply.status in (500, 502, 504) or 200 <= reply.status < 300:
-            return _Failure(Outcome.UNKNOWN, message)  # it may have stored some of the calls
+            return _Failure(Outcome.UNKNOWN, message, SETTLE_SECONDS)  # it may have stored some calls
         if reply.status == 503:
             return _Failure(Outcome.RETRY, message)
         return _Failure(Outcome.DEAD, message)

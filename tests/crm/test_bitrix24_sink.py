@@ -7,6 +7,7 @@ import pytest
 
 from celsync.sinks.base import Outcome
 from celsync.sinks.bitrix24 import ATTACH_TRIES, Bitrix24Error, User, call_commands, php_query
+from celsync.sinks.crm_http import SETTLE_SECONDS
 from tests.fakes.bitrix24 import STAT_FILTER_FIELDS, php_parse
 from tests.fakes.records import deliveries, record, records
 
@@ -188,6 +189,7 @@ def test_timeout_is_unknown_and_never_sent_twice(bitrix, bitrix_sink):
     fake.delay_next(1.0)
     results = sink.send(deliveries(recs, sink.name))
     assert {r.outcome for r in results} == {Outcome.UNKNOWN}
+    assert {r.retry_after for r in results} == {SETTLE_SECONDS}  # not reconciled while it may still run
     verdict = sink.reconcile(deliveries(recs, sink.name))
     assert {r.outcome for r in verdict} == {Outcome.DELIVERED}
     assert len(fake.stats) == 4 and fake.duplicates() == {}

@@ -166,3 +166,21 @@ def test_sigkill_during_a_batch_then_restart_leaves_no_duplicate(store, tmp_path
         assert len(fake.stats) == 700 and fake.duplicates() == {} and fake.limit_violations() == []
     else:
         assert len(fake.call_notes()) == 700 and fake.duplicates() == {} and fake.throttled() == []
+
+
+def test_rate_limits_hold_over_a_long_drain(store, bitrix, kommo):
+    """Scaled-up limits so that many more requests than the burst go out in a second or two;
+    the fakes refuse anything beyond their limit, and refused nothing."""
+    (b_fake, b_srv), (k_fake, k_srv) = bitrix, kommo
+    b_fake.rate, b_fake.capacity = 100.0, 10
+    k_fake.rate, k_fake.burst = 50.0, 5
+    b_sink = Bitrix24Sink(bitrix_config(b_fake, b_srv, rate=100, burst=8, batch_size=3))  # one call a request
+    k_sink = KommoSink(kommo_config(k_fake, k_srv, rate=50, batch_size=1))
+    recs = records(90)
+    enqueue(store, recs, [b_sink.name, k_sink.name])
+    DeliveryEngine(store, [b_sink, k_sink]).deliver_due()
+    assert delivered(store, "bitrix24") == delivered(store, "kommo") == 90
+    assert len(b_fake.log) >= 90 and b_fake.limit_violations() == []
+    assert max(e.level for e in b_fake.log) <= 10
+    assert len(k_fake.log) == 90 and k_fake.throttled() == []
+    assert window_max([e.t for e in k_fake.log]) <= 50
