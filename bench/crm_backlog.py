@@ -31,7 +31,7 @@ from celsync.state.store import DELIVERED, Pending, StateStore
 from tests.fakes.bitrix24 import FakeBitrix24
 from tests.fakes.kommo import FakeKommo
 from tests.fakes.records import PHONES, records
-from tests.fakes.server import ThreadedServer
+from tests.fakes.server import ThreadedServer, most_in_window
 
 RECORDINGS = "https://pbx.example.com/rec/{recording_id}"
 
@@ -55,16 +55,6 @@ def _drain(sink_factory: Callable[[str], Sink], server: ThreadedServer, recs: li
             store.close()
     return {"records": len(recs), "delivered": delivered, "seconds": round(elapsed, 2),
             "calls_per_s": round(delivered / elapsed, 1)}
-
-
-def _window_max(times: list[float], width: float = 1.0) -> int:
-    times = sorted(times)
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= width:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def bitrix24(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,7 +100,7 @@ def kommo(recs: list[dict[str, Any]]) -> dict[str, Any]:
     out.update(
         limit="7 req/s",
         requests=len(fake.log),
-        most_requests_in_1s=_window_max([e.t for e in fake.log]),
+        most_requests_in_1s=most_in_window([e.t for e in fake.log]),
         violations=len(fake.throttled()),
         duplicates=len(fake.duplicates()),
     )

@@ -58,27 +58,24 @@ def kommo_config(fake: FakeKommo, server: ThreadedServer, **overrides: Any) -> K
     return KommoSinkConfig.model_validate(data)
 
 
-@pytest.fixture
-def bitrix_sink(bitrix: tuple[FakeBitrix24, ThreadedServer]) -> Iterator[Callable[..., Bitrix24Sink]]:
-    made: list[Bitrix24Sink] = []
+def _factory(build: Callable[..., Any], *fake_and_server: Any) -> Iterator[Callable[..., Any]]:
+    """A sink maker bound to one fake; every sink made is closed after the test."""
+    made: list[Any] = []
 
-    def make(**overrides: Any) -> Bitrix24Sink:
-        made.append(Bitrix24Sink(bitrix_config(*bitrix, **overrides)))
+    def make(**overrides: Any) -> Any:
+        made.append(build(*fake_and_server, **overrides))
         return made[-1]
 
     yield make
     for sink in made:
         sink.close()
+
+
+@pytest.fixture
+def bitrix_sink(bitrix: tuple[FakeBitrix24, ThreadedServer]) -> Iterator[Callable[..., Bitrix24Sink]]:
+    yield from _factory(lambda f, s, **kw: Bitrix24Sink(bitrix_config(f, s, **kw)), *bitrix)
 
 
 @pytest.fixture
 def kommo_sink(kommo: tuple[FakeKommo, ThreadedServer]) -> Iterator[Callable[..., KommoSink]]:
-    made: list[KommoSink] = []
-
-    def make(**overrides: Any) -> KommoSink:
-        made.append(KommoSink(kommo_config(*kommo, **overrides)))
-        return made[-1]
-
-    yield make
-    for sink in made:
-        sink.close()
+    yield from _factory(lambda f, s, **kw: KommoSink(kommo_config(f, s, **kw)), *kommo)

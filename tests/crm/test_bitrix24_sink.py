@@ -9,7 +9,7 @@ from celsync.sinks.base import Outcome
 from celsync.sinks.bitrix24 import ATTACH_TRIES, Bitrix24Error, User, call_commands, php_query
 from celsync.sinks.crm_http import SETTLE_SECONDS
 from tests.fakes.bitrix24 import STAT_FILTER_FIELDS, php_parse
-from tests.fakes.records import deliveries, record, records
+from tests.fakes.records import deliveries, record, records, send_all
 
 
 def by_key(results):
@@ -62,9 +62,7 @@ def test_corpus_is_delivered_once_in_full_batches(bitrix, bitrix_sink):
     fake, _ = bitrix
     sink = bitrix_sink()
     recs = records(120)
-    results = []
-    for i in range(0, len(recs), sink.batch_size):
-        results += sink.send(deliveries(recs[i:i + sink.batch_size], sink.name))
+    results = send_all(sink, recs)
     assert {r.outcome for r in results} == {Outcome.DELIVERED}
     assert all(r.remote_id and r.remote_id.startswith("externalCall.") for r in results)
     assert fake.duplicates() == {}

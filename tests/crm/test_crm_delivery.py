@@ -16,6 +16,7 @@ from celsync.sinks.kommo import KommoSink
 from celsync.state.store import DELIVERED, Pending, StateStore
 from tests.crm.conftest import bitrix_config, kommo_config
 from tests.fakes.records import records
+from tests.fakes.server import most_in_window
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,17 +45,6 @@ def delivered(store: StateStore, sink: str) -> int:
     return store.counts(sink)[sink][DELIVERED]
 
 
-def window_max(times: list[float], width: float = 1.0) -> int:
-    """Most requests that arrived within any ``width`` seconds."""
-    times = sorted(times)
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= width:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def test_backlog_once_then_rerun_and_reprocess_send_nothing_new(store, bitrix, kommo):
     (b_fake, b_srv), (k_fake, k_srv) = bitrix, kommo
     b_sink, k_sink = Bitrix24Sink(bitrix_config(b_fake, b_srv)), KommoSink(kommo_config(k_fake, k_srv))
@@ -66,7 +56,7 @@ def test_backlog_once_then_rerun_and_reprocess_send_nothing_new(store, bitrix, k
     assert {r["EXTERNAL_CALL_ID"] for r in b_fake.stats} == {r["key"] for r in recs} and b_fake.duplicates() == {}
     assert {n["params"]["uniq"] for n in k_fake.call_notes()} == {r["key"] for r in recs} and k_fake.duplicates() == {}
     assert b_fake.limit_violations() == [] and k_fake.throttled() == []
-    assert window_max([e.t for e in k_fake.log]) <= 7
+    assert most_in_window([e.t for e in k_fake.log]) <= 7
 
     requests = len(b_fake.log), len(k_fake.log)
     assert enqueue(store, recs, [b_sink.name, k_sink.name]).enqueued == 0  # a rerun: same records
@@ -183,4 +173,4 @@ def test_rate_limits_hold_over_a_long_drain(store, bitrix, kommo):
     assert len(b_fake.log) >= 90 and b_fake.limit_violations() == []
     assert max(e.level for e in b_fake.log) <= 10
     assert len(k_fake.log) == 90 and k_fake.throttled() == []
-    assert window_max([e.t for e in k_fake.log]) <= 50
+    assert most_in_window([e.t for e in k_fake.log]) <= 50

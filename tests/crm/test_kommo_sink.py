@@ -6,7 +6,7 @@ import pytest
 
 from celsync.sinks.base import Outcome, SinkDisabled
 from celsync.sinks.kommo import call_item
-from tests.fakes.records import PHONES, deliveries, record, records
+from tests.fakes.records import PHONES, deliveries, record, records, send_all
 
 
 def by_key(results):
@@ -31,9 +31,7 @@ def test_corpus_is_delivered_once(kommo, kommo_sink):
     fake, _ = kommo
     sink = kommo_sink()
     recs = records(130)
-    results = []
-    for i in range(0, len(recs), sink.batch_size):
-        results += sink.send(deliveries(recs[i:i + sink.batch_size], sink.name))
+    results = send_all(sink, recs)
     assert {r.outcome for r in results} == {Outcome.DELIVERED}
     notes = {n["params"]["uniq"]: n for n in fake.call_notes()}
     assert len(notes) == len(fake.call_notes()) == 130
@@ -152,9 +150,7 @@ def test_server_error_and_timeout_are_unknown_and_reconcile_tells(kommo, kommo_s
 def test_reconcile_pages_through_notes_and_ignores_other_calls(kommo, kommo_sink):
     fake, _ = kommo
     sink = kommo_sink()
-    others = records(300, first=1000)
-    for i in range(0, 300, sink.batch_size):
-        sink.send(deliveries(others[i:i + sink.batch_size], sink.name))
+    send_all(sink, records(300, first=1000))
     mine = records(2)
     sink.send(deliveries(mine[:1], sink.name))
     verdict = by_key(sink.reconcile(deliveries(mine, sink.name)))

@@ -31,15 +31,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import Faults
 
 BATCH_MAX = 50
 DEDUPE_WINDOW = 30 * 60
@@ -103,14 +103,7 @@ class Logged:
     limited: bool = False  # refused by the leaky bucket
 
 
-@dataclass
-class Scripted:
-    status: int
-    body: Any
-    execute: bool = False  # run the request first (the outcome is then unknown to the client)
-
-
-class FakeBitrix24:
+class FakeBitrix24(Faults):
     """The portal. Instances are WSGI apps; wrap one in ``tests.fakes.server.ThreadedServer``."""
 
     def __init__(
@@ -141,18 +134,14 @@ class FakeBitrix24:
         self.stat_filter_fields = stat_filter_fields
         self.clock = clock
         self.wall = wall
-        self.lock = threading.RLock()
+        super().__init__()
         self.active: dict[str, dict[str, Any]] = {}  # CALL_ID -> registered, unfinished call
         self.stats: list[dict[str, Any]] = []  # finished calls (statistics rows)
         self.registrations: list[dict[str, Any]] = []  # every register as received
         self.finishes: list[dict[str, Any]] = []  # every successful finish as received
         self.attachments: list[dict[str, Any]] = []  # every successful attachRecord
-        self.log: list[Logged] = []
         self.failing_recordings: set[str] = set()
         self.down = False
-        self._script: deque[Scripted] = deque()
-        self._delays: deque[float] = deque()
-        self._holds: dict[int, tuple[threading.Event, threading.Event]] = {}  # by request number
         self._level = 0.0
         self._level_t = clock()
         self._ids = 0
@@ -165,22 +154,7 @@ class FakeBitrix24:
 
     def fail_next(self, n: int, status: int, code: str, description: str, *, execute: bool = False) -> None:
         """The next ``n`` requests get this error (after running, if ``execute``)."""
-        with self.lock:
-            for _ in range(n):
-                self._script.append(Scripted(status, {"error": code, "error_description": description}, execute))
-
-    def delay_next(self, seconds: float) -> None:
-        """Run the next request, then answer ``seconds`` late."""
-        with self.lock:
-            self._delays.append(seconds)
-
-    def hold_next(self, after: int = 0) -> tuple[threading.Event, threading.Event]:
-        """Let ``after`` requests pass, then run the next one, set ``executed``, and answer
-        only once ``release`` is set (a client killed meanwhile never hears back)."""
-        pair = (threading.Event(), threading.Event())
-        with self.lock:
-            self._holds[len(self.log) + after + 1] = pair
-        return pair
+        self.script(n, status, {"error": code, "error_description": description}, execute=execute)
 
     def rows_for(self, key: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -226,9 +200,7 @@ class FakeBitrix24:
             self._level += 1
             entry = Logged(now, method, 200, self._level)
             self.log.append(entry)
-            scripted = self._script.popleft() if self._script else None
-            delay = self._delays.popleft() if self._delays else 0.0
-            hold = self._holds.pop(len(self.log), None)
+            scripted, delay, hold = self._next_faults()
             if scripted is not None and not scripted.execute:
                 entry.status = scripted.status
                 return scripted.status, scripted.body
@@ -237,12 +209,7 @@ class FakeBitrix24:
             if scripted is not None:
                 entry.status = scripted.status
                 status, body = scripted.status, scripted.body
-        if hold is not None:
-            executed, release = hold
-            executed.set()
-            release.wait(60)
-        if delay:
-            time.sleep(delay)
+        self._linger(delay, hold)
         return status, body
 
     def _route(self, m: re.Match[str] | None, request: Request, entry: Logged) -> tuple[int, Any]:

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import Faults
 
 MAX_ITEMS = 250
 CALL_FIELDS: dict[str, tuple[type, ...]] = {
@@ -63,14 +63,7 @@ class Logged:
     items: int = 0  # calls in a POST /api/v4/calls
 
 
-@dataclass
-class Scripted:
-    status: int
-    body: Any
-    execute: bool = False
-
-
-class FakeKommo:
+class FakeKommo(Faults):
     def __init__(
         self,
         *,
@@ -98,19 +91,15 @@ class FakeKommo:
         self.match_any = match_any  # every phone has a contact (for traffic with fresh numbers)
         self.clock = clock
         self.wall = wall
-        self.lock = threading.RLock()
+        super().__init__()
         self.notes: list[dict[str, Any]] = []
         self.unsorted: list[dict[str, Any]] = []
         self.edits: list[dict[str, Any]] = []  # every note edit (PATCH) as received
-        self.log: list[Logged] = []
         self.blocked = False
         self.down = False
         self._tokens = float(burst)
         self._tokens_t = clock()
         self._throttled_in_a_row = 0
-        self._script: deque[Scripted] = deque()
-        self._delays: deque[float] = deque()
-        self._holds: dict[int, tuple[threading.Event, threading.Event]] = {}  # by request number
         self._ids = 1000
 
     # -- test controls --------------------------------------------------------------------
@@ -121,20 +110,8 @@ class FakeKommo:
             self.contacts[_digits(phone)] = (entity[0], entity[1] or self._ids)
 
     def fail_next(self, n: int, status: int, body: Any, *, execute: bool = False) -> None:
-        with self.lock:
-            self._script.extend(Scripted(status, body, execute) for _ in range(n))
-
-    def delay_next(self, seconds: float) -> None:
-        with self.lock:
-            self._delays.append(seconds)
-
-    def hold_next(self, after: int = 0) -> tuple[threading.Event, threading.Event]:
-        """Let ``after`` requests pass, then run the next one, set ``executed``, and answer
-        only once ``release`` is set (a client killed meanwhile never hears back)."""
-        pair = (threading.Event(), threading.Event())
-        with self.lock:
-            self._holds[len(self.log) + after + 1] = pair
-        return pair
+        """The next ``n`` requests get this reply (after running, if ``execute``)."""
+        self.script(n, status, body, execute=execute)
 
     def unblock(self) -> None:
         with self.lock:
@@ -171,34 +148,29 @@ class FakeKommo:
 
     def _handle(self, request: Request) -> tuple[int, Any]:
         now = self.clock()
+        delay, hold = 0.0, None
         with self.lock:
             entry = Logged(now, request.method, request.path, 0)
             self.log.append(entry)
-            status, body, hold, delay = self._admit(request, now)
-            entry.status = status
+            status, body = self._admit(request, now)
             if status == 0:
-                scripted = self._script.popleft() if self._script else None
+                scripted, delay, hold = self._next_faults()
                 if scripted is not None and not scripted.execute:
                     status, body = scripted.status, scripted.body
                 else:
                     status, body = self._route(request, entry)
                     if scripted is not None:
                         status, body = scripted.status, scripted.body
-                entry.status = status
-        if hold is not None:
-            executed, release = hold
-            executed.set()
-            release.wait(60)
-        if delay:
-            time.sleep(delay)
+            entry.status = status
+        self._linger(delay, hold)
         return status, body
 
-    def _admit(self, request: Request, now: float) -> tuple[int, Any, Any, float]:
+    def _admit(self, request: Request, now: float) -> tuple[int, Any]:
         """Down, blocked, throttled or unauthorized: the reply; else status 0 (go on)."""
         if self.down:
-            return 503, "<html><body>503 Service Unavailable</body></html>", None, 0.0
+            return 503, "<html><body>503 Service Unavailable</body></html>"
         if self.blocked:
-            return 403, _problem(403, "Forbidden", "Access denied: too many requests from this IP"), None, 0.0
+            return 403, _problem(403, "Forbidden", "Access denied: too many requests from this IP")
         self._tokens = min(float(self.burst), self._tokens + max(0.0, now - self._tokens_t) * self.rate)
         self._tokens_t = now
         if self._tokens < 1:
@@ -206,18 +178,16 @@ class FakeKommo:
             if self._throttled_in_a_row >= self.block_after:
                 self.blocked = True
             if self.plain_429:
-                return 429, "Too many requests", None, 0.0
+                return 429, "Too many requests"
             return 429, _problem(
                 429, "Too Many Requests",
                 "You have sent too many requests in a given amount of time. Please try again later.",
-                retry_after=self.retry_after), None, 0.0
+                retry_after=self.retry_after)
         self._tokens -= 1
         self._throttled_in_a_row = 0
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, _problem(401, "Unauthorized", "Invalid user name or password"), None, 0.0
-        hold = self._holds.pop(len(self.log), None)
-        delay = self._delays.popleft() if self._delays else 0.0
-        return 0, None, hold, delay
+            return 401, _problem(401, "Unauthorized", "Invalid user name or password")
+        return 0, None
 
     def _route(self, request: Request, entry: Logged) -> tuple[int, Any]:
         path = request.path.rstrip("/")

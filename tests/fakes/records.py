@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from celsync.model import CallRecord
-from celsync.sinks.base import Delivery
+from celsync.sinks.base import Delivery, Result, Sink
 
 MSK = timezone(timedelta(hours=3))
 BASE = datetime(2024, 5, 28, 10, 0, 0, tzinfo=MSK)
@@ -73,3 +73,11 @@ def deliveries(recs: list[dict[str, Any]], sink: str, *, previously_delivered: b
                  previously_delivered=previously_delivered)
         for r in recs
     ]
+
+
+def send_all(sink: Sink, recs: list[dict[str, Any]]) -> list[Result]:
+    """Send ``recs`` straight through ``sink`` in batches of its size, as the engine would."""
+    results: list[Result] = []
+    for i in range(0, len(recs), sink.batch_size):
+        results += sink.send(deliveries(recs[i:i + sink.batch_size], sink.name))
+    return results
