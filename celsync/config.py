@@ -186,7 +186,7 @@ class Bitrix24SinkConfig(_SinkBase):
     users: dict[str, int] = Field(default_factory=dict)
     default_user: int | None = None
     rate: float = Field(2.0, gt=0)
-    burst: int = Field(40, ge=1, le=49)
+    burst: int = Field(40, ge=1, le=249)  # below the leaky bucket: 50 (Enterprise portals: 250)
     recording_url: str | None = None
     add_to_chat: bool = False
     timeout: float = 30.0
