@@ -229,7 +229,7 @@ class Pipeline:
                               self.config.pbx.max_call_age)
         live, self.assembler = self.assembler, assembler
         live_clock, self.cel_clock = self.cel_clock, None
-        in_period: set[str] = set()
+        period = (t_from, t_to)
         try:
             position = lo - 1
             batch = self.config.source.batch_size
@@ -237,14 +237,11 @@ class Pipeline:
                 rows = [r for r in self.source.read_after(position, batch) if r.id <= hi]
                 if not rows:
                     break
-                for row in rows:
-                    if t_from <= row.eventtime <= t_to and row.linkedid:
-                        in_period.add(row.linkedid)
                 self._ingest(rows, stats, quarantine=False)
                 if progress:
                     progress(rows[-1].id - position)
                 position = rows[-1].id
-                out += self._finish(assembler.due(self._clock(False)), in_period, stats, sinks, force, dry_run)
+                out += self._finish(assembler.due(self._clock(False)), period, stats, sinks, force, dry_run)
             # Calls still open at the period's end: read the rest of them, then decide.
             open_ids = assembler.pending_ids()
             if open_ids:
@@ -255,7 +252,7 @@ class Pipeline:
             # The input is complete: like a live poll that reached the end of the table, the
             # clock is now the wall clock (a call still going on right now stays open).
             end = max(t_to, self.cel_clock or t_to, self._wall())
-            out += self._finish(assembler.due(end), in_period, stats, sinks, force, dry_run)
+            out += self._finish(assembler.due(end), period, stats, sinks, force, dry_run)
             for call_id in assembler.pending_ids():
                 log.warning("call %s had not ended by %s (no LINKEDID_END, a leg still up): not delivered",
                             call_id, end.isoformat())
@@ -267,9 +264,16 @@ class Pipeline:
             self._deliver(stats)
         return stats, out
 
-    def _finish(self, calls: Sequence[ClosedCall], in_period: set[str], stats: PassStats,
+    def _finish(self, calls: Sequence[ClosedCall], period: tuple[datetime, datetime], stats: PassStats,
                 sinks: Sequence[str] | None, force: bool, dry_run: bool) -> list[Interpretation]:
-        chosen = [c for c in calls if any(r.linkedid in in_period for r in c.rows)]
+        """Classify and commit the closed calls with a row in the period.
+
+        Only a dry run returns the interpretations (to print them): a delivering run keeps
+        nothing of a call once it is committed, so memory follows the open calls, not the
+        length of the period.
+        """
+        t_from, t_to = period
+        chosen = [c for c in calls if any(t_from <= r.eventtime <= t_to for r in c.rows)]
         if dry_run:
             out = []
             for call in chosen:
@@ -278,7 +282,8 @@ class Pipeline:
                 stats.records += len(result.records)
                 out.append(result)
             return out
-        return self._close(chosen, stats, cursor=None, sinks=sinks, force=force)
+        self._close(chosen, stats, cursor=None, sinks=sinks, force=force)
+        return []
 
     # ------------------------------------------------------------------ inspection
     def call_rows(self, call_id: str) -> list[CelRow]:
