@@ -159,7 +159,7 @@ class DeliveryEngine:
         self._idle = idle_seconds
         self._locks = {name: threading.Lock() for name in self.sinks}
         self._wakes = {name: threading.Event() for name in self.sinks}
-        self._dirty: set[str] = set()  # sinks whose last batch could not be recorded
+        self._dirty: set[str] = set(self.sinks)  # sinks to restore before their next batch
         self._recovered = False
 
     # -- start-up ------------------------------------------------------------------------
@@ -169,9 +169,9 @@ class DeliveryEngine:
         previous process stopped, before anything is sent."""
         def one(name: str) -> None:
             with self._locks[name]:
-                ids = self._restore(name)
                 sink = self.sinks[name]
                 stats = DeliveryStats()
+                ids = self._restore(name, stats) or []
                 for i in range(0, len(ids), sink.batch_size):
                     items = self.store.claim(name, sink.batch_size, self._clock(), ids=ids[i : i + sink.batch_size])
                     if items:
@@ -186,12 +186,22 @@ class DeliveryEngine:
         self._each_sink(list(self.sinks), one)
         self._recovered = True
 
-    def _restore(self, name: str) -> list[int]:
+    def _restore(self, name: str, stats: DeliveryStats) -> list[int] | None:
+        """Hand the sink its committed state and turn what was left inflight into "unknown";
+        returns those ids, or None (recorded as the sink's error) if the sink cannot resume."""
         sink = self.sinks[name]
-        sink.restore(self.store.load_sink_state(name))
+        state = self.store.load_sink_state(name)
+        try:
+            sink.restore(state)
+            baseline = sink.commit_state()
+        except Exception as exc:  # this sink's problem (a path, a server): the others go on
+            stats.error = f"cannot resume: {describe(exc)}"
+            self._log.error("%s: %s; nothing is sent to it until this works", name, stats.error)
+            self.store.note_error(name, stats.error)
+            return None
         # make the restored state durable before the first send: a crash inside the very
         # first batch must find a length (or the like) to cut back to
-        self.store.finish(name, [], now=self._clock(), sink_state=sink.commit_state())
+        self.store.finish(name, [], now=self._clock(), sink_state=baseline)
         ids = self.store.reset_inflight(name)
         self._dirty.discard(name)
         return ids
@@ -212,8 +222,8 @@ class DeliveryEngine:
         sink = self.sinks[name]
         stats = DeliveryStats()
         with self._locks[name]:
-            if name in self._dirty:
-                self._restore(name)
+            if name in self._dirty and self._restore(name, stats) is None:
+                return stats
             start = self._clock()  # items re-scheduled during the pass wait for the next one
             while max_batches is None or stats.batches < max_batches:
                 items = self.store.claim(name, sink.batch_size, start)

@@ -365,7 +365,8 @@ class StateStore:
         force: bool = False,
     ) -> CommitStats:
         """Enqueue changed records for every sink, keep quarantined rows, move the cursor:
-        all or nothing. ``force`` re-enqueues records the sinks already have."""
+        all or nothing. ``force`` re-enqueues records the sinks already have; ``cursor=None``
+        leaves the cursor where it is (reprocessing history)."""
         latest: dict[str, Pending] = {}
         for p in pending:
             latest[p.key] = p  # a key produced twice: the later content wins, first position
@@ -628,6 +629,11 @@ class StateStore:
         with self.engine.connect() as conn:
             text = conn.execute(sa.select(sink_state.c.state).where(sink_state.c.sink == sink)).scalar()
         return None if text is None else json.loads(text)
+
+    def note_error(self, sink: str, error: str) -> None:
+        """Record a sink-wide failure (e.g. it cannot resume) for ``status``."""
+        now = self._clock()
+        self._tx(lambda conn: self._update_sink(conn, sink, dict(last_error=error, last_error_at=now), now))
 
     def disable_sink(self, sink: str, reason: str) -> None:
         now = self._clock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -10,9 +11,11 @@ from typing import Iterator
 
 import pytest
 
+from celsync.config import JsonlSinkConfig
 from celsync.delivery import Backoff, DeliveryEngine, decide, describe
 from celsync.metrics import Metrics
-from celsync.sinks.base import Outcome, Result
+from celsync.sinks.base import Outcome, Result, Sink
+from celsync.sinks.jsonl import JsonlSink
 from celsync.state.store import (
     DEAD, DELIVERED, PENDING, RETRYING, UNKNOWN, Cursor, Item, StateStore,
 )
@@ -39,7 +42,7 @@ def store(sqlite_url: str) -> Iterator[StateStore]:
     s.close()
 
 
-def engine(store: StateStore, *sinks: FileSink, clock: Clock, seed: int = 7, **kw: object) -> DeliveryEngine:
+def engine(store: StateStore, *sinks: Sink, clock: Clock, seed: int = 7, **kw: object) -> DeliveryEngine:
     return DeliveryEngine(store, sinks, clock=clock, rng=random.Random(seed), **kw)  # type: ignore[arg-type]
 
 
@@ -181,6 +184,22 @@ def test_a_slow_sink_never_delays_another(store: StateStore, tmp_path: Path) -> 
     slow.gate.set()
     worker.join(timeout=30)
     assert done["slow"].delivered == 2 and done["fast"].delivered == 2
+
+
+def test_a_sink_that_cannot_resume_holds_back_only_itself(store: StateStore, tmp_path: Path) -> None:
+    out = tmp_path / "later" / "calls.jsonl"
+    jsonl = JsonlSink(JsonlSinkConfig(type="jsonl", path=str(out)))
+    other = FileSink("other", tmp_path / "other.jsonl")
+    eng = engine(store, jsonl, other, clock=Clock())
+    store.commit("src", Cursor(1, 1), ["jsonl", "other"], [rec("a/1")])
+    stats = eng.deliver_due()
+    assert stats["other"].delivered == 1 and stats["jsonl"].delivered == 0
+    assert "cannot resume" in stats["jsonl"].error and "directory must exist" in stats["jsonl"].error
+    assert store.status()["sinks"]["jsonl"]["last_error"] == stats["jsonl"].error
+    out.parent.mkdir()  # the operator fixes it; the next pass resumes the sink
+    assert eng.deliver_due()["jsonl"].delivered == 1
+    assert [json.loads(line)["key"] for line in out.read_text().splitlines()] == ["a/1"]
+    jsonl.close()
 
 
 def test_a_raising_sink_is_recorded_reconciled_and_redacted(store: StateStore, tmp_path: Path) -> None:

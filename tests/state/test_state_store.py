@@ -80,7 +80,9 @@ def test_commit_enqueues_once_per_sink_and_skips_unchanged(store: StateStore) ->
     assert store.commit("src", Cursor(12, 6), ["s1", "s2"], recs) == CommitStats(enqueued=0, unchanged=6)
     assert store.load_cursor("src") == Cursor(12, 6)
     assert states(store, "s1") == {PENDING: 3}
-    assert store.pending_total() == 6
+    assert store.pending_total() == 6 and store.pending_total(["s1"]) == 3
+    store.commit("src", None, ["s1"], [rec("c/1")])  # reprocess: enqueue without moving the cursor
+    assert store.load_cursor("src") == Cursor(12, 6) and store.pending_total(["s1"]) == 4
 
 
 def test_changed_record_gets_next_version_unchanged_does_not(store: StateStore) -> None:
