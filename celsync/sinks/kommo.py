@@ -376,6 +376,8 @@ class KommoSink(Sink):
         Kommo has no read-back for calls, so every entity kind a call can land on is paged
         through, from a day before the earliest call of the batch.
         """
+        if not batch:
+            return {}
         wanted = {d.key for d in batch}
         since = min(int(call_start(d.record).timestamp()) for d in batch) - NOTE_TIME_SLACK
         params = {"filter[note_type][]": list(CALL_NOTE_TYPES), "filter[updated_at][from]": since}

@@ -192,3 +192,10 @@ def test_a_changed_record_edits_its_note_instead_of_adding_one(kommo, kommo_sink
     fresh = record(1)  # "previously delivered" but Kommo has no note: sent as new
     (res,) = sink.send(deliveries([fresh], sink.name, previously_delivered=True))
     assert res.outcome is Outcome.DELIVERED and len(fake.call_notes()) == 2
+
+
+def test_reconcile_of_records_kommo_could_never_take_sends_nothing(kommo, kommo_sink):
+    fake, _ = kommo
+    sink = kommo_sink()
+    (res,) = sink.reconcile(deliveries([record(0, external_number=None)], sink.name))
+    assert res.outcome is Outcome.DEAD and fake.log == []
