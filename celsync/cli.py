@@ -143,9 +143,7 @@ def run(app: AppContext, interval: float | None) -> None:
     pipeline = app.pipeline
     cfg = app.config
     if cfg.metrics.port:
-        from celsync.metrics import serve
-
-        serve(cfg.metrics.port, cfg.metrics.address, pipeline.metrics)
+        pipeline.metrics.serve(cfg.metrics.port, cfg.metrics.address)
     pipeline.recover()
     workers = pipeline.engine.start(stop)
     pause = cfg.source.poll_interval if interval is None else interval
