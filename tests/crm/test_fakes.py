@@ -162,3 +162,12 @@ def test_kommo_token_bucket_429_then_403_block(kommo):
     assert codes[:2] == [200, 200] and codes[2:5] == [429, 429, 429] and codes[5] == 403
     assert fake.throttled()[0].status == 429
     fake.unblock()
+
+
+def test_bitrix_reference_to_a_failed_command_yields_an_array(bitrix):
+    fake, server = bitrix
+    body = b24(server, fake, "batch", cmd={
+        "r": "telephony.externalcall.register?TYPE=2",  # fails: no user
+        "f": command("telephony.externalcall.finish", {"CALL_ID": "$result[r][CALL_ID]", "USER_ID": 7}),
+    }).json()["result"]
+    assert body["result_error"]["f"] == {"error": "INVALID_ARGUMENT", "error_description": "CALL_ID must be a string"}

@@ -51,7 +51,7 @@ STAT_FILTER_FIELDS = frozenset({
     "TRANSCRIPT_PENDING", "SESSION_ID", "REDIAL_ATTEMPT", "COMMENT", "RECORD_DURATION",
 })
 _OPERATORS = ("!><", "><", ">=", "<=", "!=", "!%", "=", "!", ">", "<", "%", "?")
-_REF = re.compile(r"\$result\[([^\]]+)\]\[([^\]]+)\]")
+_REF = re.compile(r"\$(result|next|total|time|error)(\S*)", re.IGNORECASE)
 _SCOPES = {"telephony": "telephony", "voximplant": "telephony", "user": "user", "crm": "crm"}
 
 
@@ -276,7 +276,8 @@ class FakeBitrix24(Faults):
             try:
                 if method == "batch":
                     raise RestError(400, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage")
-                sub = self._substitute(php_parse(query), results)
+                parts = {"result": results, "next": nexts, "total": totals, "time": times, "error": errors}
+                sub = self._substitute(php_parse(query), parts)
                 result, extra = self._call(method, sub)
             except RestError as exc:
                 errors[key] = exc.body()
@@ -294,17 +295,26 @@ class FakeBitrix24(Faults):
             "result_next": nexts or [], "result_time": times or [],
         }
 
-    def _substitute(self, value: Any, results: dict[str, Any]) -> Any:
-        """``$result[key][FIELD]`` → that earlier command's value ("" when there is none)."""
-        if isinstance(value, dict):
-            return {k: self._substitute(v, results) for k, v in value.items()}
-        if isinstance(value, str):
-            def repl(m: re.Match[str]) -> str:
-                res = results.get(m.group(1))
-                got = res.get(m.group(2)) if isinstance(res, dict) else None
-                return "" if got is None else str(got)
+    def _substitute(self, value: Any, parts: dict[str, Any]) -> Any:
+        """``$result[key][FIELD]`` (also ``$error``, ``$total``, ...) → that earlier value.
 
-            return _REF.sub(repl, value)
+        As Bitrix24 does it: the path is followed as far as it exists, so a reference to a
+        command that failed yields the enclosing array; a value that is nothing but the
+        reference becomes that array itself (finish then says "CALL_ID must be a string").
+        """
+        if isinstance(value, dict):
+            return {k: self._substitute(v, parts) for k, v in value.items()}
+        if not isinstance(value, str):
+            return value
+        for m in list(_REF.finditer(value)):
+            node: Any = parts[m.group(1).lower()]
+            for step in re.findall(r"\[([^\]]+)\]", m.group(2)):
+                if not isinstance(node, dict) or step not in node:
+                    break
+                node = node[step]
+            if m.group(0) == value:
+                return node
+            value = value.replace(m.group(0), node if isinstance(node, str) else json.dumps(node))
         return value
 
     # -- methods --------------------------------------------------------------------------
