@@ -13,6 +13,8 @@ Why it is built this way (SPEC §8, reference crm-apis.md §1, §3.1):
 * A finished call cannot be changed. A record that changes after delivery is looked up and
   only its recording is (re)attached; the statistics row keeps the first version.
 * An unknown extension never loses the call: it falls back to ``default_user``.
+* Recordings are attached to answered calls only: 2 req/s × 50 commands bound the rate at
+  100 / (commands per call) calls/s, and a missed call's file holds no conversation.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ STATISTIC = "voximplant.statistic.get"
 TYPE_OUTGOING = 1
 TYPE_INCOMING = 2
 
-#: Calls per ``send``, in multiples of the commands per request: with 2-3 commands a call
-#: that fills about ten batch requests, so that a partly filled last request costs little.
-REQUESTS_PER_SEND = 4
+#: Calls per ``send`` for each command a batch request holds: 500 calls with the default 50,
+#: about 25 full requests, so that the partly filled last request of a send costs little
+#: (sustained throughput is 2 req/s × commands per request ÷ commands per call).
+CALLS_PER_COMMAND = 10
 #: How often a recording is offered again within one send when the portal could not fetch it.
 ATTACH_TRIES = 3
 #: Pause after a 503 QUERY_LIMIT_EXCEEDED: lets the portal's leaky bucket drain by ~20.
@@ -253,7 +256,7 @@ class Bitrix24Sink(Sink):
         self.cfg = cfg
         self.name = cfg.sink_name
         # cfg.batch_size counts commands per batch request; a call takes 2-3 of them.
-        self.batch_size = REQUESTS_PER_SEND * cfg.batch_size
+        self.batch_size = CALLS_PER_COMMAND * cfg.batch_size
         self._base = m.group("base") + m.group("code") + "/"
         bucket = TokenBucket(cfg.rate, cfg.burst)
         self.client = HttpClient(bucket, cfg.timeout, secrets=(m.group("code"),))
@@ -313,7 +316,7 @@ class Bitrix24Sink(Sink):
                 "map it under users or set default_user"))
             return []
         try:
-            job = _Job(d, user=user, url=recording_url(self.cfg.recording_url, record))
+            job = _Job(d, user=user, url=self._recording(record))
             self._commands(job, "0")  # validate the record before it takes a place in a request
         except (ValueError, KeyError) as exc:
             results[d.key] = Result(d.key, Outcome.DEAD, f"call {d.key}: {exc}")
@@ -324,7 +327,7 @@ class Bitrix24Sink(Sink):
         """A call Bitrix24 already has: only a missing recording can still be added."""
         call_id = str(row.get("CALL_ID") or "")
         try:
-            url = recording_url(self.cfg.recording_url, d.record)
+            url = self._recording(d.record)
         except ValueError as exc:
             url = None
             log.warning("call %s: recording not attached: %s", d.key, exc)
@@ -334,6 +337,11 @@ class Bitrix24Sink(Sink):
             log.info("call %s changed after delivery; Bitrix24 keeps the finished call as it was", d.key)
         results[d.key] = Result(d.key, Outcome.DELIVERED, remote_id=call_id or None)
         return []
+
+    def _recording(self, record: Mapping[str, Any]) -> str | None:
+        """The recording to attach: only a call someone answered has a conversation on it (an
+        unanswered call's file holds ringing and hold music), and each costs a command."""
+        return recording_url(self.cfg.recording_url, record) if record.get("answered") else None
 
     def _commands(self, job: _Job, tag: str) -> dict[str, str]:
         if job.call_id is not None:

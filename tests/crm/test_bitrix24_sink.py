@@ -38,13 +38,13 @@ def test_commands_of_one_call_share_the_register_result():
 
 
 def test_unanswered_outgoing_call_has_no_duration_and_its_own_status():
-    rec = record(3)  # outgoing, busy
+    rec = record(3)  # outgoing to a number out of service
     cmds = call_commands(rec, User("USER_PHONE_INNER", "103"), "0", add_to_chat=True, record_url=None)
     assert list(cmds) == ["r0", "f0"]
     reg = php_parse(cmds["r0"].partition("?")[2])
     assert reg["TYPE"] == "1" and reg["USER_PHONE_INNER"] == "103" and "LINE_NUMBER" not in reg
     fin = php_parse(cmds["f0"].partition("?")[2])
-    assert fin["DURATION"] == "0" and fin["STATUS_CODE"] == "486" and fin["ADD_TO_CHAT"] == "1"
+    assert fin["DURATION"] == "0" and fin["STATUS_CODE"] == "404" and fin["ADD_TO_CHAT"] == "1"
 
 
 def test_answered_duration_is_rounded_up_and_never_zero():
@@ -74,12 +74,14 @@ def test_corpus_is_delivered_once_in_full_batches(bitrix, bitrix_sink):
         assert row["CALL_DURATION"] == str(max(1, math.ceil(rec["duration"])) if rec["answered"] else 0)
         assert row["ADD_TO_CHAT"] == "0"
         # 101 is mapped to user 7; 102 and 103 are known to the portal by their inner number;
-        # 105, the queue 400 and the IVR (no extension) fall back to the default user 1
+        # 105, the queue 400, the ring group 600 and the IVR (no extension) fall back to the
+        # default user 1
         expected_user = {"101": "7", "102": "8", "103": "9"}.get(rec["extension"], "1")
         assert row["PORTAL_USER_ID"] == expected_user
-        expected_url = f"https://pbx.example.com/rec/{rec['recording_id']}" if rec["recording_id"] else None
-        assert row["CALL_RECORD_URL"] == expected_url
-        assert (row["RECORD_FILE_ID"] is not None) == bool(rec["recording_id"])
+        # recordings go with answered calls only
+        attached = rec["answered"] and rec["recording_id"]
+        assert row["CALL_RECORD_URL"] == (f"https://pbx.example.com/rec/{rec['recording_id']}" if attached else None)
+        assert (row["RECORD_FILE_ID"] is not None) == bool(attached)
     assert all(r["SHOW"] == "0" for r in fake.registrations)
     batches = [e for e in fake.log if e.method == "batch"]
     assert all(len(e.commands) <= 50 for e in batches)
@@ -91,13 +93,13 @@ def test_corpus_is_delivered_once_in_full_batches(bitrix, bitrix_sink):
 def test_unknown_extension_falls_back_to_the_default_user_once(bitrix, bitrix_sink):
     fake, _ = bitrix
     sink = bitrix_sink()
-    first = [record(5), record(11)]  # extension 105, unknown to the portal
+    first = [record(5), record(9)]  # extension 105, unknown to the portal
     results = sink.send(deliveries(first, sink.name))
     assert {r.outcome for r in results} == {Outcome.DELIVERED}
     assert [r["PORTAL_USER_ID"] for r in fake.stats] == ["1", "1"]
     tried = len(fake.registrations)
     assert tried == 4  # each tried by its inner number, then with the default user
-    sink.send(deliveries([record(17)], sink.name))
+    sink.send(deliveries([record(20)], sink.name))
     assert len(fake.registrations) == tried + 1  # the sink remembers that 105 is unknown
 
 
@@ -166,7 +168,7 @@ def test_operation_time_limit_waits_for_the_reset(bitrix, bitrix_sink):
 def test_server_error_is_unknown_and_reconcile_tells(bitrix, bitrix_sink):
     fake, _ = bitrix
     sink = bitrix_sink()
-    recs = [record(i) for i in (0, 2, 3, 6, 8, 9)]  # extensions the portal knows: one request each
+    recs = [record(i) for i in (0, 2, 3, 6, 8, 10)]  # extensions the portal knows: one request each
     fake.fail_next(1, 500, "INTERNAL_SERVER_ERROR", "", execute=True)  # ran, then failed to answer
     results = sink.send(deliveries(recs[:3], sink.name))
     assert {r.outcome for r in results} == {Outcome.UNKNOWN}

@@ -1,8 +1,9 @@
 """Call records shaped like the bundled corpus's (SPEC §7), built through ``CallRecord`` so that
 they are exactly what the pipeline hands to a sink.
 
-The mix follows the corpus: about half the records are answered calls with a recording, the
-rest missed incoming calls (queue, IVR, extension) and unanswered outgoing ones.
+The mix is the corpus's own: one shape per record of tests/fixtures/asterisk22-pjsip
+(6 of 15 answered). As in the pipeline's output, nearly every call has a recording id (the
+PBX records from the first ring), the IVR-abandoned one excepted.
 """
 
 from __future__ import annotations
@@ -16,14 +17,24 @@ from celsync.sinks.base import Delivery, Result, Sink
 MSK = timezone(timedelta(hours=3))
 BASE = datetime(2024, 5, 28, 10, 0, 0, tzinfo=MSK)
 
-#: (direction, answered, missed_at, extension, result, bitrix24, kommo, kommo text, recorded)
+#: (corpus scenario, direction, answered, missed_at, extension, result, bitrix24, kommo,
+#:  kommo text, recorded)
 SHAPES: tuple[tuple[Any, ...], ...] = (
-    ("incoming", True, None, "101", 200, "200", 4, "Success call", True),
-    ("incoming", False, "queue", "400", 200, "304", 6, "Missed call", False),
-    ("outgoing", True, None, "102", 200, "200", 4, "Success call", True),
-    ("outgoing", False, None, "103", 486, "486", 7, "Number busy", False),
-    ("incoming", False, "ivr", None, 0, "304", 6, "Missed call", False),
-    ("incoming", True, None, "105", 200, "200", 4, "Success call", True),
+    ("in_direct_answered", "incoming", True, None, "101", 200, "200", 4, "Success call", True),
+    ("in_direct_busy", "incoming", False, "extension", "101", 486, "304", 6, "Number busy", True),
+    ("out_answered", "outgoing", True, None, "102", 200, "200", 4, "Success call", True),
+    ("out_404", "outgoing", False, None, "103", 404, "404", 5, "Number out of service", True),
+    ("in_ivr_abandoned", "incoming", False, "ivr", None, 0, "304", 6, "Missed call", False),
+    ("in_ringgroup_answered", "incoming", True, None, "105", 200, "200", 4, "Success call", True),
+    ("in_direct_480", "incoming", False, "extension", "102", 480, "304", 3, "Subscriber did not answer", True),
+    ("in_queue_abandoned", "incoming", False, "queue", "400", 200, "304", 6, "Missed call", True),
+    ("in_ivr_queue_answered", "incoming", True, None, "101", 200, "200", 4, "Success call", True),
+    ("in_direct_unavailable", "incoming", False, "extension", "105", 500, "500", 6, "Server error", True),
+    ("out_noanswer", "outgoing", False, None, "101", 408, "304", 3, "Subscriber did not answer", True),
+    ("in_blind_transfer", "incoming", True, None, "101", 200, "200", 4, "Success call", True),
+    ("in_ringgroup_noanswer", "incoming", False, "group", "600", 480, "304", 3, "Subscriber did not answer", True),
+    ("in_blind_transfer", "incoming", True, None, "102", 200, "200", 4, "Success call", True),
+    ("out_caller_cancel", "outgoing", False, None, "101", 480, "304", 3, "Subscriber did not answer", True),
 )
 
 #: the customers who call; the Kommo fake knows them all
@@ -32,7 +43,7 @@ PHONES = tuple(f"+7916{n:07d}" for n in range(1234567, 1234567 + 20))
 
 def record(i: int, *, start: datetime = BASE, **overrides: Any) -> dict[str, Any]:
     """The ``i``-th record of the mix, as ``CallRecord.to_dict()``; keys are unique per ``i``."""
-    direction, answered, missed_at, ext, result, b24, kommo, text, recorded = SHAPES[i % len(SHAPES)]
+    _, direction, answered, missed_at, ext, result, b24, kommo, text, recorded = SHAPES[i % len(SHAPES)]
     started = start + timedelta(seconds=37 * i)
     talk = 20 + (i * 7) % 200 if answered else 0
     wait = 3 + i % 11
