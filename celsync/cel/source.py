@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Numeric, and_, cast, column, create_engine, func, inspect, select, table, text
+from sqlalchemy import Numeric, and_, cast, column, create_engine, func, inspect, null, select, table, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,9 +27,9 @@ from sqlalchemy.sql.selectable import Select
 from celsync.cel.columns import (
     EXTRA_SAMPLE, ColumnInfo, ColumnMap, SourceError, extra_problem, kind_of, resolve,
 )
-from celsync.cel.parse import as_text, parse_eventtime, parse_row
+from celsync.cel.parse import as_text, parse_eventtime, parse_values
 from celsync.config import SourceConfig
-from celsync.model import CelRow
+from celsync.model import CEL_COLUMNS, CelRow
 
 _IN_CHUNK = 500  # values per IN (...) list: well under every driver's parameter limit
 _YIELD_PER = 1000  # rows fetched from a server-side cursor at a time
@@ -113,12 +113,16 @@ class CelSource:
         self._id = self._col["id"]
         self._table = tbl
         self.degraded_reason = extra_problem(self.columns, self._extra_samples())
-        # In degraded mode the extra column is not read at all: it holds nothing useful and
-        # would only tag every row with a "not JSON" problem.
-        self._select: Select[Any] = select(
-            *(tbl.c[real].label(canonical) for canonical, real in actual.items()
-              if not (canonical == "extra" and self.degraded_reason))
-        ).select_from(tbl)
+        # Every canonical column in CEL_COLUMNS order, NULL where the table has none, so that
+        # each row arrives as the tuple parse_values unpacks. In degraded mode the extra
+        # column is not read at all: it holds nothing useful and would only tag every row
+        # with a "not JSON" problem.
+        self._select: Select[Any] = select(*(
+            tbl.c[actual[canonical]].label(canonical)
+            if canonical in actual and not (canonical == "extra" and self.degraded_reason)
+            else null().label(canonical)
+            for canonical in CEL_COLUMNS
+        )).select_from(tbl)
         self.warnings: tuple[str, ...] = self.columns.warnings
 
     @property
@@ -290,10 +294,8 @@ class CelSource:
     def _stream(self, stmt: Select[Any]) -> Iterator[CelRow]:
         zone = self.zone
         with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=_YIELD_PER).execute(stmt)
-            keys = tuple(result.keys())
-            for raw in result:
-                yield parse_row(dict(zip(keys, raw)), zone)
+            for raw in conn.execution_options(yield_per=_YIELD_PER).execute(stmt):
+                yield parse_values(raw, zone)
 
 
 def time_representation(sample: Any, kind: str) -> str:
