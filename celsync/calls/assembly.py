@@ -94,8 +94,16 @@ class Assembler:
         return not (row.eventtype == "CHAN_START" and row.uniqueid == row.linkedid)
 
     def add(self, rows: Iterable[CelRow], *, from_stream: bool = True) -> None:
+        uf = self._ids
         for row in rows:
-            ids = [row.linkedid, row.uniqueid, *uniqueid_refs(row)]
+            refs = list(uniqueid_refs(row)) if row.extra else []
+            if not refs and row.linkedid in uf and row.uniqueid in uf:
+                # The common row: both ids already in one open call and nothing to join.
+                root = uf.find(row.linkedid)
+                if uf.find(row.uniqueid) == root:
+                    self._calls[root].add(row, from_stream)
+                    continue
+            ids = [row.linkedid, row.uniqueid, *refs]
             roots = {self._ids.find(i) for i in ids if i in self._ids}
             calls = [self._calls.pop(r) for r in roots]
             for i in ids:
