@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +38,7 @@ class JsonlSink(Sink):
         self._fsync = cfg.fsync
         self._fd: int | None = None  # unbuffered: a failed write leaves nothing behind to flush
         self._length = 0
+        self._regular = True  # a pipe or /dev/null can be neither synced nor cut back
 
     @property
     def _stdout(self) -> bool:
@@ -51,13 +53,17 @@ class JsonlSink(Sink):
                     exc.errno, f"jsonl sink {self.name!r}: cannot open {self.path}: {exc.strerror} "
                     "(check the sink's 'path'; its directory must exist)"
                 ) from None
-            self._length = os.fstat(self._fd).st_size
+            st = os.fstat(self._fd)
+            self._regular = stat.S_ISREG(st.st_mode)
+            self._length = st.st_size
         return self._fd
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         if self._stdout:
             return
         fd = self._open()
+        if not self._regular:
+            return
         size = os.fstat(fd).st_size
         committed = None if state is None else state.get("length")
         if committed is not None and size > committed:
@@ -86,12 +92,13 @@ class JsonlSink(Sink):
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if self._fsync:
+            if self._fsync and self._regular:
                 os.fsync(fd)
         except OSError as exc:  # disk full or gone: undo the partial write, try again later
             error = f"cannot write {self.path}: {exc.strerror or exc}"
             try:
-                os.ftruncate(fd, self._length)
+                if self._regular:
+                    os.ftruncate(fd, self._length)
             except OSError:
                 log.error("%s: cannot cut a partial write from %s either", self.name, self.path)
             return [Result(d.key, Outcome.RETRY, error) for d in batch]

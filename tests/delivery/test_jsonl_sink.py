@@ -155,3 +155,12 @@ def test_sigkill_at_random_moments_leaves_every_key_exactly_once(tmp_path: Path,
 @pytest.mark.slow
 def test_sigkill_200_times(tmp_path: Path, sqlite_url: str) -> None:
     _crash_cycles(tmp_path, sqlite_url, cycles=200)
+
+
+def test_a_device_path_such_as_dev_null_is_written_without_fsync(tmp_path: Path) -> None:
+    """fsync on /dev/null or a pipe fails with EINVAL: that must not make every batch retry."""
+    sink = sink_at("/dev/null", fsync=True)
+    sink.restore({"length": 123})  # nothing to cut on a device
+    results = sink.send([delivery("a/1", call_id="a")])
+    assert [r.outcome for r in results] == [Outcome.DELIVERED]
+    sink.close()
