@@ -141,12 +141,16 @@ class Pipeline:
             now = max(now, self._wall())
         return now
 
-    def _ingest(self, rows: Iterable[CelRow], stats: PassStats, *, quarantine: bool = True) -> list[Quarantined]:
-        bad: list[Quarantined] = []
+    def _ingest(self, rows: Iterable[CelRow], stats: PassStats, *, quarantine: bool = True) -> None:
+        """Feed rows to the assembler; bad rows wait for the next commit's quarantine.
+
+        A replay does not quarantine again what the live poll already kept.
+        """
         for row in rows:
             stats.rows += 1
-            if row.problems:
-                bad.append(Quarantined(row.id, row.linkedid or None, "; ".join(row.problems), _row_dict(row)))
+            if row.problems and quarantine:
+                reason = "; ".join(row.problems)
+                self._pending_quarantine.append(Quarantined(row.id, row.linkedid or None, reason, _row_dict(row)))
             if not usable(row):
                 log.warning("CEL row %d skipped for the rules (kept in quarantine): %s",
                             row.id, "; ".join(row.problems))
@@ -159,15 +163,11 @@ class Pipeline:
                 history = self.source.rows_for_calls([row.linkedid], [row.uniqueid], max_id=row.id - 1)
                 self.assembler.add((r for r in history if usable(r)), from_stream=False)
             self.assembler.add([row])
-        if quarantine and bad:
-            self._pending_quarantine.extend(bad)
-        return bad
 
     def _close(self, calls: Sequence[ClosedCall], stats: PassStats, *, cursor: Cursor | None,
-               sinks: Sequence[str] | None = None, force: bool = False) -> list[Interpretation]:
+               sinks: Sequence[str] | None = None, force: bool = False) -> None:
         """Classify closed calls and commit their records, quarantine and cursor at once."""
         pending: list[Pending] = []
-        results: list[Interpretation] = []
         failed: list[Quarantined] = []
         for call in calls:
             stats.calls += 1
@@ -182,14 +182,13 @@ class Pipeline:
                 failed.extend(Quarantined(r.id, call.call_id, f"rule engine failed: {exc!r}", _row_dict(r))
                               for r in call.rows)
                 continue
-            results.append(result)
             for record in result.records:
                 stats.records += 1
                 pending.append(Pending(record.key, record.call_id, record.to_dict()))
         quarantine = self._take_quarantine() + failed
         stats.quarantined += len(quarantine)
         if cursor is None and not pending and not quarantine:
-            return results
+            return
         names = list(sinks) if sinks is not None else [s.name for s in self.sinks]
         committed = self.store.commit(self.source_key, cursor, names, pending, quarantine, force=force)
         stats.enqueued += committed.enqueued
@@ -197,7 +196,6 @@ class Pipeline:
         self.metrics.records.inc(len(pending))
         if committed.enqueued:
             self.engine.wake()
-        return results
 
     def _take_quarantine(self) -> list[Quarantined]:
         taken, self._pending_quarantine = self._pending_quarantine, []
@@ -259,7 +257,6 @@ class Pipeline:
             stats.open_calls = assembler.open_calls
         finally:
             self.assembler, self.cel_clock = live, live_clock
-            self._pending_quarantine.clear()
         if not dry_run:
             self._deliver(stats)
         return stats, out
