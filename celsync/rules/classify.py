@@ -207,16 +207,16 @@ class _Call:
         party_reach: set[str] = set()
         for t in far:
             party_reach |= self.talks.reachable(t.uniqueid, self.legs)
-        others = [l for l in self._answered_extensions(party_reach, exclude=origin)]
+        others = self._answered_extensions(party_reach, exclude=origin)
         if others:
             self.note("other extensions talked to the customer: recorded with the remote number as caller")
-            self._answered_records(trunk, others, [], "incoming", external, line, first_started=None)
+            self._answered_records(trunk, others, [], "incoming", external, line, first_started=False)
 
     # ------------------------------------------------------------------ records
     def _answered_records(
         self, caller: Leg, subs: list[Leg], attempts: list[TimedAttempt], direction: str,
         external: str | None, did: str | None, *, extension: str | None = None,
-        first_started: datetime | None | bool = True,
+        first_started: bool = True,
     ) -> None:
         previous_answer: datetime | None = None
         for i, sub in enumerate(subs):

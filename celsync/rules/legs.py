@@ -102,7 +102,7 @@ def _apply(leg: Leg, row: CelRow, open_bridges: dict[tuple[str, str], int]) -> N
         leg.accountcode = row.accountcode
     if not leg.userfield and row.userfield:
         leg.userfield = row.userfield
-    if row.appname.startswith("App") and row.appname in ("AppDial", "AppQueue", "AppDial2"):
+    if row.appname in ("AppDial", "AppQueue", "AppDial2"):
         leg.role = leg.role or row.appname
     if not leg.contexts or leg.contexts[-1][1:] != (row.context, row.exten):
         leg.contexts.append((row.eventtime, row.context, row.exten))
