@@ -122,6 +122,8 @@ class StopFlag:
     def waiting(self) -> Iterator[None]:
         self._waiting = True
         try:
+            if self.requested:  # the signal came just before the wait began: do not block
+                raise FeedInterrupted
             yield
         finally:
             self._waiting = False

@@ -17,7 +17,7 @@ import redis
 from click.testing import CliRunner
 
 from celsync.config import Config, RedisSinkConfig, config_from_dict
-from celsync.feed import ConsumeOptions, FeedEntry, consume, feed, read_new
+from celsync.feed import ConsumeOptions, FeedEntry, FeedInterrupted, StopFlag, consume, feed, read_new
 from celsync.sinks.redis_stream import RedisSink
 from tests.feeds.feeds_support import LOSE_RACE, delivery, make_record, read_lines
 
@@ -256,3 +256,12 @@ def test_celsync_feed_tail_killed_mid_batch_loses_nothing(client: redis.Redis, s
     assert set(done) | set(rescued) == set(keys)
     assert len(done) + len(rescued) <= len(keys) + 1  # at most the line it died writing twice
     assert f"{left} claimed" in rescue.stderr and pending(client, stream, "g") == 0
+
+
+def test_a_stop_requested_just_before_the_wait_does_not_block() -> None:
+    """A signal between the loop's check and the blocking read must not cost the whole block."""
+    flag = StopFlag()
+    flag.request()
+    with pytest.raises(FeedInterrupted):
+        with flag.waiting():
+            raise AssertionError("the blocking read must not start")
